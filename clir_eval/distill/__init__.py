@@ -1,0 +1,1 @@
+"""Student distillation from bitext: losses (KD, OT, contrastive, combined), batched Sinkhorn, trainer."""

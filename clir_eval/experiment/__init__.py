@@ -1,0 +1,1 @@
+"""Experiment runner: YAML configs, cached steps, manifest, sweeps."""

@@ -1,0 +1,1 @@
+"""Model registry, loading (HF ids, local paths, offline built-ins), pooling and Pyserini-shaped encoders."""
