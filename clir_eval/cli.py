@@ -23,6 +23,38 @@ def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debu
     )
 
 
+models_app = typer.Typer(help="Built-in offline models and how names resolve.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the built-in model names (any Hugging Face id or local path works too)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from clir_eval.models.registry import BUILTIN_MODELS
+
+    table = Table("name", "source", "pooling", "normalize", "query prefix", "passage prefix", "max length")
+    for name, spec in sorted(BUILTIN_MODELS.items()):
+        e = spec.encoder
+        table.add_row(name, spec.location, e.pooling, str(e.normalize), repr(e.query_prefix), repr(e.passage_prefix),
+                      str(e.max_length))
+    Console().print(table)
+
+
+@models_app.command("provision")
+def models_provision() -> None:
+    """Make every built-in model loadable offline (converts multilingual-e5-small once, then caches)."""
+    from rich.console import Console
+
+    from clir_eval.models.registry import BUILTIN_MODELS
+
+    console = Console()
+    for name, spec in sorted(BUILTIN_MODELS.items()):
+        console.print(f"{name}: {spec.local_path()}")
+
+
 def main() -> None:
     app()
 

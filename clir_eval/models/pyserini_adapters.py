@@ -1,0 +1,49 @@
+"""Pyserini-shaped encoders (duck-typed, as ``pyserini.encode._base`` defines the roles).
+
+``QueryEncoder.encode(query) -> (d,)`` and ``encode_batch(queries) -> (n, d)`` plug into
+``FaissSearcher.search``/``batch_search``; ``DocumentEncoder.encode(texts, titles=None) -> (n, d)``
+fits Pyserini's encoding loop. Importing this module does not import pyserini or start Java.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from clir_eval.models.sentence import SentenceEncoder
+
+
+def _as_encoder(model: SentenceEncoder | str, device: str | None) -> SentenceEncoder:
+    return model if isinstance(model, SentenceEncoder) else SentenceEncoder.from_pretrained(model, device=device)
+
+
+class QueryEncoder:
+    """Any sentence encoder (teacher or student) as a Pyserini query encoder."""
+
+    def __init__(self, model: SentenceEncoder | str, batch_size: int = 64, device: str | None = None) -> None:
+        self.model = _as_encoder(model, device)
+        self.batch_size = batch_size
+
+    def encode(self, query: str, **kwargs: Any) -> np.ndarray:
+        """One query -> float32 ``(d,)``."""
+        return self.model.encode([query], role="query", batch_size=1)[0]
+
+    def encode_batch(self, queries: list[str], show_progress: bool = False) -> np.ndarray:
+        """Queries -> float32 ``(n, d)``, length-bucketed."""
+        return self.model.encode(queries, role="query", batch_size=self.batch_size, show_progress=show_progress)
+
+
+class DocumentEncoder:
+    """A sentence encoder as a Pyserini document encoder (titles, when given, are prepended)."""
+
+    def __init__(self, model: SentenceEncoder | str, batch_size: int = 64, device: str | None = None) -> None:
+        self.model = _as_encoder(model, device)
+        self.batch_size = batch_size
+
+    def encode(self, texts: list[str], titles: list[str] | None = None, **kwargs: Any) -> np.ndarray:
+        """Documents -> float32 ``(n, d)``."""
+        if titles is not None:
+            texts = [f"{t} {x}".strip() for t, x in zip(titles, texts, strict=True)]
+        return self.model.encode(list(texts), role="passage", batch_size=self.batch_size,
+                                 show_progress=bool(kwargs.get("show_progress", False)))

@@ -1,0 +1,215 @@
+"""A transformer turned sentence encoder: tokenize with role prefixes, pool, project, normalise.
+
+This is the torch-level model that teachers and students share (sentence-transformers' module
+pipeline, reduced to what CLIR distillation needs). Pyserini adapters wrap it in
+``clir_eval.models.pyserini_adapters``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from clir_eval.io import atomic_directory
+from clir_eval.models.loading import load_transformer
+from clir_eval.models.pooling import pool
+from clir_eval.models.registry import ENCODER_CONFIG_NAME, EncoderConfig, ModelSpec, resolve_model
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["query", "passage"]
+ROLES = ("query", "passage")
+PROJECTION_FILE = "projection.safetensors"
+
+
+class SentenceEncoder(nn.Module):
+    """Backbone + pooling + optional linear projection + optional L2 normalisation.
+
+    Args:
+        backbone: a transformers model returning ``last_hidden_state``.
+        tokenizer: its (fast) tokenizer.
+        config: pooling, normalisation, prefixes and max length.
+        projection: optional ``nn.Linear`` applied to token states (so token-level losses and
+            the pooled embedding live in the same space); students get one when their hidden
+            size differs from the teacher's.
+        name: where the model came from, recorded when saved.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        tokenizer: Any,
+        config: EncoderConfig,
+        projection: nn.Linear | None = None,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.config = config
+        self.projection = projection
+        self.name = name
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | ModelSpec, encoder: EncoderConfig | None = None, device: str | None = None
+    ) -> "SentenceEncoder":
+        """Load a built-in name, a saved student, a local model directory or a hub id."""
+        spec = name_or_path if isinstance(name_or_path, ModelSpec) else resolve_model(name_or_path, encoder)
+        location = spec.local_path()
+        tokenizer, backbone = load_transformer(location)
+        projection = None
+        proj_file = Path(location) / PROJECTION_FILE
+        if proj_file.is_file():
+            from safetensors.torch import load_file
+
+            weights = load_file(str(proj_file))
+            out_dim, in_dim = weights["weight"].shape
+            projection = nn.Linear(in_dim, out_dim, bias="bias" in weights)
+            projection.load_state_dict(weights)
+        model = cls(backbone, tokenizer, spec.encoder, projection=projection, name=spec.name)
+        model.eval()  # like transformers' from_pretrained: trainers switch to train mode explicitly
+        if device is not None:
+            model.to(device)
+        return model
+
+    def add_projection(self, out_dim: int, seed: int = 0) -> nn.Linear:
+        """Attach a learned linear map hidden_size -> out_dim (identity-initialised when square)."""
+        in_dim = self.hidden_size
+        generator = torch.Generator().manual_seed(seed)
+        layer = nn.Linear(in_dim, out_dim, bias=False)
+        with torch.no_grad():
+            if in_dim == out_dim:
+                layer.weight.copy_(torch.eye(in_dim))
+            else:
+                layer.weight.copy_(torch.randn(out_dim, in_dim, generator=generator) / in_dim**0.5)
+        self.projection = layer.to(self.device)
+        return layer
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return int(self.backbone.config.hidden_size)
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the sentence embedding (after projection)."""
+        return self.projection.out_features if self.projection is not None else self.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    # -- tokenisation and forward ---------------------------------------------------------------
+    def _prefixed(self, texts: list[str], role: Role) -> list[str]:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        prefix = self.config.query_prefix if role == "query" else self.config.passage_prefix
+        return [prefix + t for t in texts] if prefix else list(texts)
+
+    def tokenize(self, texts: list[str], role: Role = "query") -> dict[str, torch.Tensor]:
+        """Padded features: ``input_ids``, ``attention_mask``, ``special_tokens_mask`` (and type ids if used)."""
+        return dict(
+            self.tokenizer(
+                self._prefixed(list(texts), role),
+                padding=True,
+                truncation=True,
+                max_length=self.config.max_length,
+                return_tensors="pt",
+                return_special_tokens_mask=True,
+            )
+        )
+
+    def forward(self, features: dict[str, torch.Tensor], output_layer: int | None = None) -> dict[str, torch.Tensor]:
+        """Encode tokenised features.
+
+        Args:
+            features: from :meth:`tokenize` (moved to this model's device here).
+            output_layer: take token states from this hidden layer (``hidden_states`` index,
+                0 = embeddings) instead of the last one; the sentence embedding always comes
+                from the last layer.
+
+        Returns:
+            ``token_embeddings`` (b, L, d), ``attention_mask`` (b, L), ``special_tokens_mask``
+            (b, L) when given, and ``sentence_embedding`` (b, d), L2-normalised if configured.
+        """
+        device = self.device
+        model_inputs = {
+            k: v.to(device) for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
+        outputs = self.backbone(**model_inputs, output_hidden_states=output_layer is not None, return_dict=True)
+        last = outputs.last_hidden_state
+        tokens = outputs.hidden_states[output_layer] if output_layer is not None else last
+        if self.projection is not None:
+            last = self.projection(last)
+            tokens = self.projection(tokens) if output_layer is not None else last
+        mask = model_inputs["attention_mask"]
+        sentence = pool(last, mask, self.config.pooling)
+        if self.config.normalize:
+            sentence = nn.functional.normalize(sentence, p=2, dim=-1)
+        result = {"token_embeddings": tokens, "attention_mask": mask, "sentence_embedding": sentence}
+        if "special_tokens_mask" in features:
+            result["special_tokens_mask"] = features["special_tokens_mask"].to(device)
+        return result
+
+    # -- inference ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(
+        self, texts: list[str], role: Role = "query", batch_size: int = 32, show_progress: bool = False
+    ) -> np.ndarray:
+        """Embed texts in length-sorted batches (little padding); returns float32 ``(n, dim)`` in input order.
+
+        Only one batch of token states is alive at a time.
+        """
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encoded = self.tokenizer(
+            self._prefixed(texts, role), truncation=True, max_length=self.config.max_length, padding=False
+        )
+        order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        was_training = self.training
+        self.eval()
+        batches = range(0, len(texts), batch_size)
+        if show_progress:
+            from rich.progress import track
+
+            batches = track(batches, description=f"encoding {len(texts)} {role} texts", transient=True)
+        try:
+            for start in batches:
+                idx = order[start : start + batch_size]
+                batch = self.tokenizer.pad(
+                    {k: [encoded[k][i] for i in idx] for k in encoded.keys()}, return_tensors="pt"
+                )
+                emb = self.forward(dict(batch))["sentence_embedding"]
+                out[idx] = emb.float().cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Save weights, tokenizer, encoder config and projection as a directory (atomically).
+
+        ``extra`` is stored under ``"extra"`` in ``clir_eval_encoder.json`` (e.g. training provenance).
+        """
+        path = Path(path)
+        with atomic_directory(path) as tmp:
+            self.backbone.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            if self.projection is not None:
+                from safetensors.torch import save_file
+
+                save_file({k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()},
+                          str(tmp / PROJECTION_FILE))
+            meta = {"encoder": self.config.to_dict(), "base_model": self.name, "extra": extra or {}}
+            (tmp / ENCODER_CONFIG_NAME).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        return path
