@@ -1,0 +1,50 @@
+"""Atomic writes: all or nothing, with ordinary permissions."""
+
+import os
+import stat
+
+import pytest
+
+from clir_eval.io import InputFileError, atomic_directory, atomic_write, read_text_lines
+
+
+def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "run.trec"
+    target.write_text("old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as handle:
+            handle.write("new partial")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["run.trec"]
+
+
+def test_atomic_outputs_get_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "a.txt") as handle:
+            handle.write("x")
+        with atomic_directory(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+def test_atomic_directory_replaces_only_on_success(tmp_path):
+    target = tmp_path / "index"
+    with atomic_directory(target) as tmp:
+        (tmp / "docid").write_text("d1\n")
+    with pytest.raises(ValueError):
+        with atomic_directory(target) as tmp:
+            (tmp / "docid").write_text("broken")
+            raise ValueError
+    assert (target / "docid").read_text() == "d1\n"
+
+
+def test_non_utf8_names_file_and_line(tmp_path):
+    bad = tmp_path / "topics.tsv"
+    bad.write_bytes(b"q1\tfine\nq2\t\xff\xfe bad\n")
+    with pytest.raises(InputFileError, match=r"topics.tsv:2: not valid UTF-8"):
+        list(read_text_lines(bad))
