@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,16 @@ logger = logging.getLogger(__name__)
 Role = Literal["query", "passage"]
 ROLES = ("query", "passage")
 PROJECTION_FILE = "projection.safetensors"
+
+
+def _position_limit(config: Any) -> int | None:
+    """Longest input the position table allows: RoBERTa/XLM-R reserve ``padding_idx + 1`` rows."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not positions:
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"):
+        return int(positions) - int(getattr(config, "pad_token_id", 1)) - 1
+    return int(positions)
 
 
 class SentenceEncoder(nn.Module):
@@ -74,7 +85,14 @@ class SentenceEncoder(nn.Module):
             out_dim, in_dim = weights["weight"].shape
             projection = nn.Linear(in_dim, out_dim, bias="bias" in weights)
             projection.load_state_dict(weights)
-        model = cls(backbone, tokenizer, spec.encoder, projection=projection, name=spec.name)
+        encoder_config = spec.encoder
+        limit = _position_limit(backbone.config)
+        if limit is not None and encoder_config.max_length > limit:
+            # A configured length beyond the position table would crash at the first long text.
+            logger.info("%s: max_length %d capped to the model's %d positions", spec.name, encoder_config.max_length,
+                        limit)
+            encoder_config = replace(encoder_config, max_length=limit)
+        model = cls(backbone, tokenizer, encoder_config, projection=projection, name=spec.name)
         model.eval()  # like transformers' from_pretrained: trainers switch to train mode explicitly
         if device is not None:
             model.to(device)

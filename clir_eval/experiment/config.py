@@ -1,0 +1,213 @@
+"""The study a ``clir-eval run`` performs, as frozen dataclasses loaded from YAML.
+
+Every setting that changes a result lives here (and is copied into the manifest); run tags,
+system names and output paths come from it, never from code.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from clir_eval.experiment.schema import ConfigError, from_mapping, to_mapping
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+METHODS = ("kd", "ot", "contrastive", "kd+ot", "kd+contrastive")
+
+
+@dataclass(frozen=True)
+class CollectionRef:
+    """A collection (built-in name or directory), the split to report and the query languages."""
+
+    name: str
+    languages: tuple[str, ...]
+    split: str = "test"
+
+    def __post_init__(self) -> None:
+        if not self.languages:
+            raise ValueError("languages must not be empty")
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """One distilled student: method, backbone, bitext budget; ``options`` go to the trainer's config.
+
+    The student is trained on the union of ``languages`` (each from the first bitext source that
+    has it) and evaluated on every query language of the study.
+    """
+
+    name: str
+    method: str
+    backbone: str = "me5-small"
+    bitext: tuple[str, ...] = ("lafand",)
+    languages: tuple[str, ...] = ("sw",)
+    max_pairs: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ValueError(f"max_pairs must be >= 1 or null, got {self.max_pairs}")
+        if ":" in self.name or "/" in self.name or " " in self.name:
+            raise ValueError(f"student name {self.name!r} may not contain ':', '/' or spaces")
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """Metrics and the significance protocol of the leaderboards."""
+
+    metrics: tuple[str, ...] = ("mrr", "ndcg@10", "recall@100")
+    baselines: tuple[str, ...] = ("teacher",)
+    test: Literal["t", "randomization"] = "randomization"
+    correction: Literal["holm", "bonferroni", "none"] = "holm"
+    alpha: float = 0.05
+    seed: int = 42
+    n_resamples: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if not self.metrics:
+            raise ValueError("metrics must not be empty")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Students generated as the product of ``axes`` over ``base`` (a student without a name).
+
+    Axis names: ``method``, ``backbone``, ``max_pairs``, ``languages`` (a list of lists), ``bitext``, and
+    ``options.<key>[.<key>]`` for trainer options such as ``options.lr`` or ``options.loss.ot_epsilon``.
+    """
+
+    base: dict[str, Any]
+    axes: dict[str, list[Any]]
+
+    def __post_init__(self) -> None:
+        valid = {"method", "backbone", "max_pairs", "languages", "bitext"}
+        for axis, values in self.axes.items():
+            if axis not in valid and not axis.startswith("options."):
+                raise ValueError(f"unknown sweep axis {axis!r}; valid: {sorted(valid)} or 'options.<key>'")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"sweep axis {axis!r} needs a non-empty list of values")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole study: collections × languages × systems, the students to distil, the evaluation.
+
+    ``psq_bitext`` lists ``[source, split]`` pairs tried in order for the PSQ translation table of a
+    language; ``hybrid`` is passed to :class:`clir_eval.retrieval.fusion.FusionConfig` (a student may be
+    named by its name); ``leakage`` says what to do with bitext pairs that equal a test topic.
+    """
+
+    name: str
+    collections: tuple[CollectionRef, ...]
+    systems: tuple[str, ...]
+    output_dir: str = ""
+    teacher: str = "minilm-l6"
+    students: tuple[StudentSpec, ...] = ()
+    sweep: SweepSpec | None = None
+    psq_bitext: tuple[tuple[str, str], ...] = (("lafand", "train"), ("ntrex", "dev"))
+    hybrid: dict[str, Any] = field(default_factory=dict)
+    leakage: Literal["error", "drop", "allow"] = "error"
+    dev_pairs: int | None = 500
+    hits: int = 100
+    seed: int = 13
+    threads: int = 0
+    evaluation: EvaluationSpec = EvaluationSpec()
+
+    def __post_init__(self) -> None:
+        if self.hits < 1:
+            raise ValueError(f"hits must be >= 1, got {self.hits}")
+        names = [s.name for s in self.all_students]
+        if len(set(names)) != len(names):
+            raise ValueError(f"student names must be unique, got {names}")
+        clashes = sorted(set(names) & {s.split(":", 1)[0] for s in self.systems})
+        if clashes:
+            raise ValueError(f"student names {clashes} clash with system names; rename the students")
+        if not self.collections:
+            raise ValueError("collections must not be empty")
+
+    @property
+    def all_students(self) -> tuple[StudentSpec, ...]:
+        """Listed students plus those the sweep generates."""
+        return self.students + (expand_sweep(self.sweep) if self.sweep else ())
+
+    @property
+    def all_systems(self) -> tuple[str, ...]:
+        """Listed systems plus ``student:<name>`` for every student not listed explicitly."""
+        listed = list(self.systems)
+        listed += [f"student:{s.name}" for s in self.all_students if f"student:{s.name}" not in listed]
+        return tuple(listed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_mapping(self)
+
+
+def _axis_label(axis: str, value: Any) -> str:
+    short = {"method": "", "backbone": "", "max_pairs": "n", "languages": "", "bitext": ""}
+    text = "_".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    prefix = short.get(axis, axis.rsplit(".", 1)[-1])
+    return f"{prefix}{text}".replace("/", "_").replace(":", "_").replace(" ", "").replace("+", "-")
+
+
+def _set_nested(options: dict[str, Any], keys: list[str], value: Any) -> dict[str, Any]:
+    """A copy of ``options`` with ``options[k1][k2]... = value`` (``options.loss.ot_epsilon`` axes)."""
+    head, *rest = keys
+    inner = options.get(head, {})
+    return {**options, head: _set_nested(dict(inner), rest, value) if rest else value}
+
+
+def get_nested(options: dict[str, Any], keys: list[str]) -> Any:
+    """``options[k1][k2]...``, or None where a key is missing."""
+    for key in keys:
+        if not isinstance(options, dict) or key not in options:
+            return None
+        options = options[key]
+    return options
+
+
+def expand_sweep(sweep: SweepSpec) -> tuple[StudentSpec, ...]:
+    """All students of a sweep, named after their axis values (e.g. ``ot-me5-small-n1000``)."""
+    axes = list(sweep.axes)
+    students = []
+    for values in itertools.product(*(sweep.axes[a] for a in axes)):
+        data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in sweep.base.items()}
+        data.setdefault("options", {})
+        for axis, value in zip(axes, values):
+            if axis.startswith("options."):
+                data["options"] = _set_nested(data["options"], axis.split(".")[1:], value)
+            else:
+                data[axis] = value
+        data["name"] = "-".join(_axis_label(a, v) for a, v in zip(axes, values))
+        students.append(from_mapping(StudentSpec, data, where=f"sweep[{data['name']}]"))
+    return tuple(students)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate a YAML study config (default: ``configs/default.yaml``).
+
+    Raises:
+        ConfigError: naming the file and the offending key.
+    """
+    import yaml
+
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = {**data, **(overrides or {})}
+    data.setdefault("output_dir", str(Path("results") / str(data.get("name", path.stem))))
+    config = from_mapping(ExperimentConfig, data, where=str(path))
+    config.all_students  # validates the sweep's generated students now, not mid-run
+    return replace(config)

@@ -1,0 +1,98 @@
+"""Study configs: the shipped ones load, bad ones fail naming the key, sweeps expand, sweep analysis plots."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from clir_eval.experiment.config import load_config
+from clir_eval.experiment.schema import ConfigError
+from clir_eval.experiment.sweeps import student_axes, sweep_table, write_sweep_analysis
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    config = load_config(path)
+    assert config.all_students, "every shipped study distils at least one student"
+    assert all(f"student:{s.name}" in config.all_systems for s in config.all_students)
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "study.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+BASE = """name: t
+collections: [{name: ntrex, languages: [sw]}]
+systems: [teacher]
+"""
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("hitz: 10\n", r"study.yaml: unknown key\(s\) \['hitz'\]"),
+        ("students: [{name: a, method: optimal}]\n", r"students\[0\].*method must be one of"),
+        ("students: [{name: a, method: kd, max_pairs: zero}]\n", r"students\[0\]\.max_pairs"),
+        ("leakage: ignore\n", r"leakage: must be one of \['error', 'drop', 'allow'\]"),
+        ("psq_bitext: [[lafand]]\n", r"psq_bitext\[0\]: expected a list of 2 items"),
+        ("students: [{name: teacher, method: kd}]\n", r"clash with system names"),
+        ("sweep: {base: {}, axes: {size: [1, 2]}}\n", r"unknown sweep axis 'size'"),
+        ("evaluation: {alpha: 2}\n", r"evaluation: alpha must be in \(0, 1\)"),
+    ],
+)
+def test_bad_configs_name_the_key(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, BASE + extra))
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"study.yaml:5: invalid YAML"):
+        load_config(_write(tmp_path, BASE + "hits: 10\nseed: : 3\n"))
+
+
+def test_sweep_expands_to_the_product_of_its_axes(tmp_path):
+    config = load_config(_write(tmp_path, BASE + """sweep:
+  base: {backbone: me5-small, max_pairs: 50, options: {lr: 0.001, loss: {ot_tau: 1.0}}}
+  axes: {method: [kd, ot], options.loss.ot_epsilon: [0.01, 0.1]}
+"""))
+    students = config.all_students
+    assert [s.name for s in students] == ["kd-ot_epsilon0.01", "kd-ot_epsilon0.1", "ot-ot_epsilon0.01",
+                                          "ot-ot_epsilon0.1"]
+    assert all(s.options["lr"] == 0.001 and s.options["loss"]["ot_tau"] == 1.0 for s in students)
+    assert {(s.method, s.options["loss"]["ot_epsilon"], s.max_pairs) for s in students} == {
+        ("kd", 0.01, 50), ("kd", 0.1, 50), ("ot", 0.01, 50), ("ot", 0.1, 50)}
+
+
+def test_sweep_analysis_tables_and_plots(tmp_path):
+    config = load_config(_write(tmp_path, BASE + """sweep:
+  base: {}
+  axes: {method: [kd, ot], backbone: [small, big]}
+"""))
+    students = config.all_students
+    # Synthetic effectiveness: big > small, ot > kd, and the gap shrinks for the big backbone.
+    rows = []
+    for s in students:
+        for lang, group in (("de", "high"), ("sw", "low"), ("yo", "low")):
+            value = 0.3 + (0.1 if s.backbone == "big" else 0) + (0.05 if s.method == "ot" else 0)
+            value += (0.2 if s.backbone == "small" else 0.05) if group == "high" else 0
+            rows.append((s.name, "ntrex", lang, group, "mrr", value))
+    rows.append(("teacher", "ntrex", "sw", "low", "mrr", 0.1))  # not a student: ignored
+    results = pd.DataFrame(rows, columns=["system", "collection", "lang", "group", "metric", "value"])
+    table = sweep_table(results, student_axes(students, config.sweep))
+    assert len(table) == 4
+    small_kd = table[(table.backbone == "small") & (table.method == "kd")].iloc[0]
+    assert small_kd["gap"] == pytest.approx(0.2) and small_kd["low"] == pytest.approx(0.3)
+    big_ot = table[(table.backbone == "big") & (table.method == "ot")].iloc[0]
+    assert big_ot["gap"] == pytest.approx(0.05) and big_ot["all"] == pytest.approx((0.5 + 0.45 * 2) / 3)
+
+    written = write_sweep_analysis(table, ["method", "backbone"], "mrr", tmp_path / "sweep")
+    names = {p.name for p in written}
+    assert {"sweep.csv", "ntrex-mrr-vs-backbone.png", "ntrex-gap-vs-backbone.pdf",
+            "ntrex-ot-gain-by-backbone.png"} <= names
+    assert all(p.stat().st_size > 1000 for p in written if p.suffix == ".png")
+    with pytest.raises(ValueError, match="metric 'map' is not in the sweep table"):
+        write_sweep_analysis(table, ["method"], "map", tmp_path / "other")
