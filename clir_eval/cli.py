@@ -6,6 +6,7 @@ Each command imports what it needs inside its body, so ``clir-eval --help`` stay
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import typer
 
@@ -53,6 +54,40 @@ def models_provision() -> None:
     console = Console()
     for name, spec in sorted(BUILTIN_MODELS.items()):
         console.print(f"{name}: {spec.local_path()}")
+
+
+@app.command("run")
+def run_command(
+    config: Path = typer.Argument(None, help="Study config (YAML); default: configs/default.yaml."),
+    output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Override the config's output_dir."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Step cache (default: $CLIR_EVAL_CACHE/steps)."),
+) -> None:
+    """Run a whole study: students, indexes, runs, significance-tested leaderboards and the HTML report."""
+    import shlex
+    import sys
+
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from clir_eval.collections.leakage import LeakageError
+    from clir_eval.experiment.config import load_config
+    from clir_eval.experiment.runner import run_study
+    from clir_eval.experiment.schema import ConfigError
+    from clir_eval.io import InputFileError
+
+    try:
+        study = load_config(config, overrides={"output_dir": str(output_dir)} if output_dir else None)
+        result = run_study(study, cache_root=cache_dir, command=shlex.join(["clir-eval", *sys.argv[1:]]))
+    except (ConfigError, InputFileError, LeakageError) as exc:
+        _fail(_error_lines(exc))
+    console = Console()
+    for name, markdown in result.leaderboards.items():
+        console.rule(name)
+        console.print(Markdown(markdown))
+    computed = result.computed_steps
+    console.print(f"{len(result.steps) + 1} steps, {computed} computed, {len(result.steps) + 1 - computed} cached; "
+                  f"{result.seconds:.0f} s")
+    console.print(f"report: {result.report}\nmanifest: {result.manifest}")
 
 
 collections_app = typer.Typer(help="Built-in and bring-your-own CLIR collections.", no_args_is_help=True)
@@ -149,6 +184,383 @@ def collections_build(
     console = Console()
     for name, values in counts.items():
         console.print(f"{name}: {values}", highlight=False, soft_wrap=True)
+
+
+# ---- evaluation: evaluate, compare, report (clir_eval.evaluation) ------------------------------------------
+
+_DEFAULT_METRICS = ["map", "ndcg@10", "recall@100", "mrr"]
+_METRICS_HELP = ("Metric (ranx names: map, ndcg@10, precision@10, recall@100, mrr, r-precision, bpref, ...); "
+                 "repeat the option or separate with commas.")
+
+
+def _eval_metrics(values: list[str]) -> list[str]:
+    return [name for value in values for name in value.replace(",", " ").split()]
+
+
+def _eval_load(qrels_path: Path, runs: list[Path], names: list[str] | None) -> tuple[dict, dict]:
+    """Read the qrels and the runs (named by file stem unless --name is given)."""
+    from clir_eval.collections.readers import read_qrels
+    from clir_eval.evaluation.evaluate import qrels_from_records
+    from clir_eval.retrieval.runs import read_run
+
+    from clir_eval.evaluation.metrics import parse_metric
+    from clir_eval.io import InputFileError
+
+    for path in [qrels_path, *runs]:
+        if not path.is_file():
+            hint = ""
+            try:  # `--metrics map ndcg@10`: options take one value, so ndcg@10 landed among the runs
+                parse_metric(str(path))
+                hint = "; it looks like a metric: give several as --metrics map,ndcg@10 or repeat --metrics"
+            except ValueError:
+                pass
+            raise InputFileError(path, None, f"no such file{hint}")
+    if names and len(names) != len(runs):
+        raise ValueError(f"--name given {len(names)} times for {len(runs)} runs")
+    labels = list(names) if names else [path.name.removesuffix(".gz").rsplit(".", 1)[0] for path in runs]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"two runs would share the name(s) {repeated}; name them with --name")
+    qrels = qrels_from_records(read_qrels(qrels_path))
+    return qrels, {label: read_run(path) for label, path in zip(labels, runs)}
+
+
+@app.command("evaluate")
+def evaluate_command(
+    runs: list[Path] = typer.Argument(..., help="TREC run files."),
+    qrels: Path = typer.Option(..., "--qrels", help="TREC qrels file."),
+    metrics: list[str] = typer.Option(_DEFAULT_METRICS, "--metrics", "-m", help=_METRICS_HELP),
+    names: list[str] = typer.Option(None, "--name", help="Name of each run, in order (default: file stem)."),
+    per_query: bool = typer.Option(False, "--per-query", help="Also give every query's score (like trec_eval -q)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON {run: {metric: mean}} at full precision."),
+    judged_queries_only: bool = typer.Option(
+        False, "--judged-queries-only",
+        help="Average over queries in both run and qrels (plain trec_eval); default: every qrels query, "
+             "missing = 0 (trec_eval -c)."),
+) -> None:
+    """trec_eval-exact metrics of one or more runs."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from clir_eval.evaluation.evaluate import evaluate_runs
+    from clir_eval.io import InputFileError
+
+    try:
+        qrels_dict, run_dicts = _eval_load(qrels, runs, names)
+        result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only)
+    except (InputFileError, ValueError) as exc:
+        _fail(_error_lines(exc))
+    if as_json:
+        if per_query:
+            payload = {
+                run: {
+                    "mean": dict(result.means[run]),
+                    "per_query": {
+                        qid: {m: float(result.per_query[run][m][i]) for m in result.metrics}
+                        for i, qid in enumerate(result.qids)
+                        if not _is_nan(result.per_query[run][result.metrics[0]][i])
+                    },
+                }
+                for run in result.runs
+            }
+        else:
+            payload = {run: dict(result.means[run]) for run in result.runs}
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    if per_query:
+        for run in result.runs:
+            for i, qid in enumerate(result.qids):
+                for metric in result.metrics:
+                    value = result.per_query[run][metric][i]
+                    if not _is_nan(value):
+                        typer.echo(f"{run}\t{metric}\t{qid}\t{value:.4f}")
+            for metric in result.metrics:
+                typer.echo(f"{run}\t{metric}\tall\t{result.means[run][metric]:.4f}")
+        return
+    table = Table("run", *result.metrics, "#queries")
+    for run in result.runs:
+        table.add_row(run, *(f"{result.means[run][m]:.4f}" for m in result.metrics), str(result.num_queries[run]))
+    Console().print(table)
+
+
+def _is_nan(value: float) -> bool:
+    return value != value
+
+
+@app.command("compare")
+def compare_command(
+    runs: list[Path] = typer.Argument(..., help="TREC run files."),
+    qrels: Path = typer.Option(..., "--qrels", help="TREC qrels file."),
+    baselines: list[str] = typer.Option(..., "--baseline", help="Run name to test the others against (repeatable)."),
+    metrics: list[str] = typer.Option(_DEFAULT_METRICS, "--metrics", "-m", help=_METRICS_HELP),
+    names: list[str] = typer.Option(None, "--name", help="Name of each run, in order (default: file stem)."),
+    test: str = typer.Option("t", "--test", help="Paired test: t | randomization."),
+    correction: str = typer.Option("holm", "--correction", help="Multiple-comparison correction: holm | bonferroni | none."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Family-wise significance level."),
+    seed: int = typer.Option(42, "--seed", help="Seed of the randomization test and the bootstrap CIs."),
+    n_resamples: int = typer.Option(10_000, "--resamples", help="Resamples for randomization test and bootstrap."),
+    title: str = typer.Option("", "--title", help="Leaderboard caption."),
+    exclude_from_best: list[str] = typer.Option(None, "--not-best", help="Run never set in bold (e.g. an oracle)."),
+    judged_queries_only: bool = typer.Option(False, "--judged-queries-only", help="As for evaluate."),
+    out: Path = typer.Option(None, "--out", help="Directory for leaderboard.{md,tex,csv,json,html}, tests.csv, "
+                                                 "per_query.csv and figures/ (default: print only)."),
+) -> None:
+    """Significance-tested leaderboard: every run against each baseline, corrected over the table."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from clir_eval.evaluation.comparison import CompareConfig, compare_systems
+    from clir_eval.evaluation.evaluate import evaluate_runs
+    from clir_eval.evaluation.leaderboard import build_leaderboard
+    from clir_eval.evaluation.plots import difference_figure, save_figure
+    from clir_eval.io import InputFileError, atomic_write
+
+    try:
+        config = CompareConfig(baselines=tuple(baselines), test=test, correction=correction, alpha=alpha, seed=seed,
+                               n_resamples=n_resamples)
+        qrels_dict, run_dicts = _eval_load(qrels, runs, names)
+        result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only)
+        comparison = compare_systems(result, config)
+        board = build_leaderboard(result, comparison, title=title, exclude_from_best=exclude_from_best or ())
+    except (InputFileError, ValueError) as exc:
+        _fail(_error_lines(exc))
+    console = Console()
+    console.print(Markdown(board.to_markdown().replace("<sup>", "^").replace("</sup>", "")))
+    if out is None:
+        return
+    written = board.save(out)
+    for name, frame in (("tests.csv", comparison.to_dataframe()), ("per_query.csv", result.per_query_dataframe())):
+        with atomic_write(out / name) as handle:
+            frame.to_csv(handle, index=False, lineterminator="\n", float_format=lambda x: repr(float(x)))
+        written.append(out / name)
+    primary = result.metrics[0]
+    for baseline in config.baselines:
+        for system in result.runs:
+            if system != baseline:
+                figure = difference_figure(result.per_query[baseline][primary], result.per_query[system][primary],
+                                           metric=primary, system=system, baseline=baseline)
+                safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{system}_vs_{baseline}_{primary}")
+                written += save_figure(figure, out / "figures" / f"diff_{safe}")
+    console.print(f"wrote {len(written)} files to {out}", highlight=False)
+
+
+@app.command("report")
+def report_command(
+    results_dir: Path = typer.Argument(..., help="Results directory (manifest.json and/or <collection>/<lang>/*.run)."),
+    out: Path = typer.Option(None, "--out", help="HTML file to write (default: RESULTS_DIR/report.html)."),
+    assets: Path = typer.Option(None, "--assets", help="Directory for the figures (PNG, PDF) and tables (Markdown, "
+                                                       "LaTeX, CSV, JSON) of the report (default: RESULTS_DIR/report)."),
+    metrics: list[str] = typer.Option(None, "--metrics", "-m", help=_METRICS_HELP + " Default: the manifest's."),
+    baselines: list[str] = typer.Option(None, "--baseline", help="Baseline run name (default: the manifest's)."),
+    oracle: str = typer.Option(None, "--oracle", help="Oracle system of the gap analysis (default: the manifest's)."),
+    test: str = typer.Option(None, "--test", help="t | randomization (default: manifest, else t)."),
+    correction: str = typer.Option(None, "--correction", help="holm | bonferroni | none (default: manifest, else holm)."),
+    alpha: float = typer.Option(None, "--alpha", help="Significance level (default: manifest, else 0.05)."),
+    seed: int = typer.Option(None, "--seed", help="Seed (default: manifest, else 42)."),
+    judged_queries_only: bool = typer.Option(False, "--judged-queries-only", help="As for evaluate."),
+) -> None:
+    """One self-contained HTML report: leaderboards, significance, gap analysis, plots, provenance."""
+    from rich.console import Console
+
+    from clir_eval.evaluation.manifest import read_results
+    from clir_eval.evaluation.report import build_report, write_report
+    from clir_eval.io import InputFileError
+
+    try:
+        report = build_report(
+            read_results(results_dir), metrics=_eval_metrics(metrics) if metrics else None, baselines=baselines or None,
+            oracle=oracle, test=test, correction=correction, alpha=alpha, seed=seed,
+            judged_queries_only=judged_queries_only,
+        )
+    except (InputFileError, ValueError) as exc:
+        _fail(_error_lines(exc))
+    path = write_report(report, out or results_dir / "report.html", assets=assets or results_dir / "report")
+    Console().print(f"wrote {path}", highlight=False)
+
+
+_SYSTEMS_HELP = ("bm25-psq | bm25-oracle | bm25-translated:<tsv> | bm25-mt:<model> | teacher | student:<dir> | "
+                 "me5-small | oracle-dense | hybrid")
+
+
+@app.command("search")
+def search_command(
+    system: str = typer.Option(..., "--system", "-s", help=_SYSTEMS_HELP),
+    collection: str = typer.Option(..., "--collection", "-c", help="Built-in collection name or directory."),
+    lang: str = typer.Option(..., "--lang", "-l", help="Query language."),
+    split: str = typer.Option("test", "--split", help="Topics split."),
+    hits: int = typer.Option(1000, "--hits", help="Hits per query."),
+    out: Path = typer.Option(None, "--out", help="Run file (default: runs/<collection>/<lang>/<system>.run)."),
+    tag: str = typer.Option(None, "--tag", help="Run tag (default: the system name)."),
+    teacher: str = typer.Option("minilm-l6", "--teacher", help="Teacher model (its index serves teacher/student/oracle-dense)."),
+    index_dir: Path = typer.Option(None, "--index-dir", help="Index cache for this collection (default: <cache>/indexes/<collection>)."),
+    k1: float = typer.Option(0.9, "--k1", help="BM25 k1."),
+    b: float = typer.Option(0.4, "--b", help="BM25 b."),
+    fusion: str = typer.Option("rrf", "--fusion", help="hybrid: rrf | wsum."),
+    fuse_sparse: str = typer.Option("bm25-psq", "--fuse-sparse", help="hybrid: the BM25 system."),
+    fuse_dense: str = typer.Option("me5-small", "--fuse-dense", help="hybrid: the dense system."),
+    threads: int = typer.Option(1, "--threads", help="Torch and search threads."),
+) -> None:
+    """Write one TREC run of SYSTEM for the LANG topics of a collection (indexes built once and cached)."""
+    import time
+
+    import torch
+    from rich.console import Console
+
+    from clir_eval.collections.registry import load_collection
+    from clir_eval.io import InputFileError
+    from clir_eval.retrieval.bm25 import Bm25Config
+    from clir_eval.retrieval.fusion import FusionConfig
+    from clir_eval.retrieval.systems import (
+        IndexDirs, SystemOptions, default_index_dirs, default_run_path, parse_system, run_system,
+    )
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    try:
+        spec = parse_system(system)
+        coll = load_collection(collection)
+        options = SystemOptions(
+            teacher=teacher, bm25=Bm25Config(k1=k1, b=b, threads=threads), search_threads=threads, show_progress=True,
+            fusion=FusionConfig(method=fusion, sparse=fuse_sparse, dense=fuse_dense),
+        )
+        indexes = IndexDirs.under(index_dir) if index_dir else default_index_dirs(coll.name)
+        path = run_system(spec, coll, lang, split, indexes=indexes, hits=hits, tag=tag, options=options,
+                          out_path=out or default_run_path("runs", coll.name, lang, spec))
+    except (InputFileError, ValueError, KeyError) as exc:
+        _fail(_error_lines(exc))
+    Console().print(f"wrote {path} ({time.perf_counter() - start:.1f} s)", highlight=False)
+
+
+index_app = typer.Typer(help="Build the retrieval indexes of a collection (sharded dense encoding too).",
+                        no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("dense")
+def index_dense(
+    collection: str = typer.Option(..., "--collection", "-c", help="Built-in collection name or directory."),
+    model: str = typer.Option("minilm-l6", "--model", help="Document encoder (built-in name, directory or hub id)."),
+    out: Path = typer.Option(None, "--out", help="Index directory (default: the cache's dense/<model>)."),
+    kind: str = typer.Option("flat", "--kind", help="flat | hnsw."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Documents per encoder batch."),
+    shard_id: int = typer.Option(None, "--shard-id", help="Encode only this shard (0-based)."),
+    shard_num: int = typer.Option(None, "--shard-num", help="Number of shards."),
+    merge: bool = typer.Option(False, "--merge", help="Merge shards 0..shard-num-1 of --out into --out."),
+    threads: int = typer.Option(1, "--threads", help="Torch threads."),
+) -> None:
+    """Encode the corpus into a Pyserini-layout Faiss index (``index`` + ``docid``), or one shard of it."""
+    import torch
+    from rich.console import Console
+
+    from clir_eval.collections.registry import load_collection
+    from clir_eval.io import InputFileError
+    from clir_eval.retrieval.dense import DenseIndexConfig, build_dense_index, merge_dense_shards
+    from clir_eval.retrieval.systems import default_index_dirs
+
+    torch.set_num_threads(threads)
+    if (shard_id is None) != (shard_num is None) and not (merge and shard_num is not None):
+        _fail(["give both --shard-id and --shard-num (or --merge with --shard-num)"])
+    try:
+        coll = load_collection(collection)
+        config = DenseIndexConfig(kind=kind, batch_size=batch_size)
+        target = out or default_index_dirs(coll.name).dense_for(model)
+        if merge:
+            info = merge_dense_shards(target, shard_num, config)
+        else:
+            shard = (shard_id, shard_num) if shard_id is not None else None
+            info = build_dense_index(coll.documents(), model, target, config, shard=shard, show_progress=True)
+    except (InputFileError, ValueError, KeyError, FileNotFoundError) as exc:
+        _fail(_error_lines(exc))
+    state = "reused" if info.reused else "wrote"
+    Console().print(f"{state} {info.path} ({info.num_docs} documents, dim {info.dim})", highlight=False)
+
+
+@index_app.command("lucene")
+def index_lucene(
+    collection: str = typer.Option(..., "--collection", "-c", help="Built-in collection name or directory."),
+    out: Path = typer.Option(None, "--out", help="Index directory (default: the cache's lucene/)."),
+) -> None:
+    """Index the English corpus with Pyserini's LuceneIndexer (BM25)."""
+    from rich.console import Console
+
+    from clir_eval.collections.registry import load_collection
+    from clir_eval.io import InputFileError
+    from clir_eval.retrieval.bm25 import build_lucene_index
+    from clir_eval.retrieval.systems import default_index_dirs
+
+    try:
+        coll = load_collection(collection)
+        info = build_lucene_index(coll.documents(), out or default_index_dirs(coll.name).lucene)
+    except (InputFileError, ValueError, KeyError) as exc:
+        _fail(_error_lines(exc))
+    Console().print(f"{'reused' if info.reused else 'wrote'} {info.path} ({info.num_docs} documents)", highlight=False)
+
+
+@app.command("distill")
+def distill_command(
+    method: str = typer.Option(..., "--method", help="kd | ot | contrastive | kd+ot | kd+contrastive."),
+    student: str = typer.Option(..., "--student", help="Student backbone: me5-small, minilm-l6 (teacher copy), HF id or dir."),
+    teacher: str = typer.Option("minilm-l6", "--teacher", help="Teacher name or path."),
+    bitext: str = typer.Option("lafand", "--bitext", help="Bitext source (lafand, ntrex)."),
+    lang: str = typer.Option(..., "--lang", help="Foreign language code (e.g. sw)."),
+    train_split: str = typer.Option("train", "--train-split", help="Bitext split to train on."),
+    dev_split: str = typer.Option("dev", "--dev-split", help="Held-out bitext split ('' for none)."),
+    max_pairs: int = typer.Option(0, "--max-pairs", help="Use the first N training pairs (0 = all)."),
+    max_dev_pairs: int = typer.Option(500, "--max-dev-pairs", help="Use the first N dev pairs."),
+    steps: int = typer.Option(0, "--steps", help="Optimizer steps (0 = --epochs passes)."),
+    epochs: int = typer.Option(1, "--epochs", help="Passes over the bitext when --steps is 0."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Pairs per micro-batch (all processes)."),
+    lr: float = typer.Option(2e-5, "--lr", help="Peak learning rate."),
+    seed: int = typer.Option(0, "--seed", help="Seed."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Dev evaluation every N steps (0 = at the end)."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Checkpoint every N steps (0 = at the end)."),
+    option: list[str] = typer.Option(None, "--option", help="Extra DistillConfig/loss option KEY=JSON, e.g. "
+                                                             "loss.ot_epsilon=0.1 or freeze_layers=2 (repeatable)."),
+    threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch's default)."),
+    out: Path = typer.Option(..., "--out", help="Student directory (checkpoints go to OUT.checkpoints)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
+) -> None:
+    """Distil the teacher into a multilingual student query encoder from bitext."""
+    import json
+
+    from rich.console import Console
+
+    from clir_eval.collections.bitext import load_bitext
+    from clir_eval.distill.trainer import DistillConfig, distill
+    from clir_eval.io import InputFileError
+
+    try:
+        extra: dict = {}
+        for item in option or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+            parsed = json.loads(value)
+            if key.startswith("loss."):
+                extra.setdefault("loss", {})[key[5:]] = parsed
+            else:
+                extra[key] = parsed
+        config = DistillConfig.from_dict({
+            "method": method, "student": student, "teacher": teacher, "max_steps": steps, "epochs": epochs,
+            "batch_size": batch_size, "lr": lr, "seed": seed, "eval_every": eval_every,
+            "checkpoint_every": checkpoint_every, **extra,
+        })
+        train = load_bitext(bitext, lang, train_split)
+        train = train[:max_pairs] if max_pairs else train
+        dev = load_bitext(bitext, lang, dev_split)[:max_dev_pairs] if dev_split else []
+    except (InputFileError, KeyError, ValueError) as exc:
+        _fail(_error_lines(exc))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    result = distill(config, train, dev, out, resume=resume)
+    console = Console()
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.dev_metrics.items())
+    console.print(f"student saved to {result.student_dir} after {result.steps} steps "
+                  f"({result.pairs_per_second:.1f} pairs/s); {metrics}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

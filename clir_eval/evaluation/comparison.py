@@ -1,0 +1,192 @@
+"""Compare systems with baselines: one table of tests over (baseline, system, metric), corrected together."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from clir_eval.evaluation.evaluate import EvaluationResult
+from clir_eval.evaluation.significance import (
+    CORRECTIONS,
+    DEFAULT_RESAMPLES,
+    bootstrap_cis,
+    cohens_d_paired,
+    correct_p_values,
+    get_test,
+    win_tie_loss,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """How systems are compared. Validated on creation; errors name the valid values."""
+
+    baselines: tuple[str, ...]
+    test: str = "t"
+    correction: str = "holm"
+    alpha: float = 0.05
+    seed: int = 42
+    n_resamples: int = DEFAULT_RESAMPLES
+    ci_level: float = 0.95
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "baselines", tuple(self.baselines))
+        if not self.baselines:
+            raise ValueError("at least one baseline is needed")
+        if len(set(self.baselines)) != len(self.baselines):
+            raise ValueError(f"baselines repeat a name: {self.baselines}")
+        get_test(self.test)
+        if self.correction not in CORRECTIONS:
+            raise ValueError(f"unknown correction {self.correction!r}; valid corrections: {', '.join(CORRECTIONS)}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.n_resamples < 1:
+            raise ValueError(f"n_resamples must be >= 1, got {self.n_resamples}")
+        if not 0 < self.ci_level < 1:
+            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+
+
+@dataclass(frozen=True)
+class PairComparison:
+    """One test: ``system`` against ``baseline`` on ``metric`` (difference = system - baseline)."""
+
+    baseline: str
+    system: str
+    metric: str
+    n_queries: int
+    baseline_mean: float
+    system_mean: float
+    mean_difference: float
+    ci_low: float
+    ci_high: float
+    effect_size: float  # paired Cohen's d
+    statistic: float
+    p_value: float
+    p_adjusted: float
+    significant: bool
+    wins: int
+    ties: int
+    losses: int
+
+    @property
+    def direction(self) -> int:
+        """+1 when significantly better, -1 when significantly worse, 0 otherwise."""
+        if not self.significant:
+            return 0
+        return 1 if self.mean_difference > 0 else -1
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """All pairwise tests of a table, with the settings that produced them."""
+
+    config: CompareConfig
+    pairs: tuple[PairComparison, ...] = field(default_factory=tuple)
+
+    def get(self, baseline: str, system: str, metric: str) -> PairComparison | None:
+        """The comparison of ``system`` with ``baseline`` on ``metric`` (either order), or None."""
+        for pair in self.pairs:
+            if pair.metric == metric and {pair.baseline, pair.system} == {baseline, system}:
+                return pair
+        return None
+
+    def to_dataframe(self) -> "pandas.DataFrame":  # noqa: F821
+        """One row per test, columns as the :class:`PairComparison` fields."""
+        import dataclasses
+
+        import pandas as pd
+
+        columns = [f.name for f in dataclasses.fields(PairComparison)]
+        return pd.DataFrame([dataclasses.asdict(p) for p in self.pairs], columns=columns)
+
+
+def compare_systems(result: EvaluationResult, config: CompareConfig) -> Comparison:
+    """Test every system against every baseline on every metric; correct across the whole table.
+
+    A pair of baselines is tested once (the later-listed baseline against the earlier one). Queries that
+    are NaN for either run (only with ``judged_queries_only``) are dropped pairwise. The family for the
+    correction is every (baseline, system, metric) test in the table. Confidence intervals of the mean
+    difference are percentile bootstraps seeded with ``config.seed`` (the same query resamples for every
+    pair over the same queries); randomization tests get a seed derived from ``config.seed`` and the pair.
+    """
+    missing = [b for b in config.baselines if b not in result.per_query]
+    if missing:
+        raise ValueError(f"baseline(s) {missing} not among the runs: {', '.join(result.runs)}")
+    test = get_test(config.test)
+    raw: list[dict] = []
+    differences: list[tuple[np.ndarray, np.ndarray]] = []
+    done: set[frozenset[str]] = set()
+    for b_index, baseline in enumerate(config.baselines):
+        for system in result.runs:
+            pair_key = frozenset((baseline, system))
+            if system == baseline or pair_key in done:
+                continue
+            done.add(pair_key)
+            for m_index, metric in enumerate(result.metrics):
+                control = result.per_query[baseline][metric]
+                treatment = result.per_query[system][metric]
+                keep = ~(np.isnan(control) | np.isnan(treatment))
+                control, treatment = control[keep], treatment[keep]
+                # Seeds differ per test but are fixed by the config seed, so every test is reproducible
+                # on its own and tests are not correlated through a shared stream.
+                seed = int(np.random.SeedSequence([config.seed, b_index, m_index, _stable(system)]).generate_state(1)[0])
+                options = {"n_resamples": config.n_resamples} if config.test == "randomization" else {}
+                outcome = test(control, treatment, seed=seed, **options)
+                diff = treatment - control
+                differences.append((keep, diff))
+                wtl = win_tie_loss(control, treatment)
+                raw.append(
+                    dict(
+                        baseline=baseline,
+                        system=system,
+                        metric=metric,
+                        n_queries=int(keep.sum()),
+                        baseline_mean=float(control.mean()),
+                        system_mean=float(treatment.mean()),
+                        mean_difference=float(diff.mean()),
+                        effect_size=cohens_d_paired(control, treatment),
+                        statistic=outcome.statistic,
+                        p_value=outcome.p_value,
+                        wins=wtl.wins,
+                        ties=wtl.ties,
+                        losses=wtl.losses,
+                    )
+                )
+    cis = _difference_cis(differences, config)
+    adjusted = correct_p_values([row["p_value"] for row in raw], config.correction) if raw else np.zeros(0)
+    pairs = tuple(
+        PairComparison(**row, ci_low=ci.low, ci_high=ci.high, p_adjusted=float(adj),
+                       significant=bool(adj <= config.alpha))
+        for row, ci, adj in zip(raw, cis, adjusted)
+    )
+    logger.info(
+        "%d tests (%s, %s correction): %d significant at alpha=%g",
+        len(pairs), config.test, config.correction, sum(p.significant for p in pairs), config.alpha,
+    )
+    return Comparison(config=config, pairs=pairs)
+
+
+def _difference_cis(differences: list[tuple[np.ndarray, np.ndarray]], config: CompareConfig) -> list:
+    """Bootstrap CIs of every mean difference, seeded by ``config.seed``: differences over the same
+    queries share one set of resamples (a paired bootstrap, and one matrix product per set)."""
+    groups: dict[bytes, list[int]] = {}
+    for index, (keep, _) in enumerate(differences):
+        groups.setdefault(keep.tobytes(), []).append(index)
+    cis: list = [None] * len(differences)
+    for indexes in groups.values():
+        columns = np.stack([differences[i][1] for i in indexes], axis=1)
+        found = bootstrap_cis(columns, seed=config.seed, level=config.ci_level, n_resamples=config.n_resamples)
+        for i, ci in zip(indexes, found):
+            cis[i] = ci
+    return cis
+
+
+def _stable(name: str) -> int:
+    """A process-independent integer for a name (Python's ``hash`` of a str is salted per process)."""
+    import zlib
+
+    return zlib.crc32(name.encode("utf-8"))

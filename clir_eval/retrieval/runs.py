@@ -1,0 +1,166 @@
+"""TREC run files: ``qid Q0 docid rank score tag``, ordered exactly as trec_eval ranks them.
+
+trec_eval ignores the rank column and re-sorts every query's hits by score descending, ties by docid
+*descending* (``comp_sim_docno`` in trec_eval's ``form_res_rels.c``: ``strcmp(ptr2->docno, ptr1->docno)``).
+:func:`sort_hits` is the one place that order is implemented; :func:`write_run` writes ranks that agree
+with it, and :mod:`clir_eval.evaluation` sorts with it before handing runs to ranx (which would otherwise
+leave ties to ``np.argsort`` over hashed ids).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+from clir_eval.io import InputFileError, atomic_write, read_text_lines
+
+logger = logging.getLogger(__name__)
+
+#: ``qid -> docid -> score`` (what :func:`read_run` returns and the evaluation code takes).
+Run = dict[str, dict[str, float]]
+#: Hits of one query: ``{docid: score}``, or a sequence of ``(docid, score)`` pairs (or objects with
+#: ``.docid`` and ``.score``, such as Pyserini's search results).
+Hits = Union[Mapping[str, float], Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """A parsed run file: the scores and the run tag (the sixth column of its first line)."""
+
+    run: Run
+    tag: str
+
+
+def sort_hits(hits: Mapping[str, float] | Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Order hits as trec_eval ranks them: score descending, then docid descending.
+
+    Docids compare as Python strings, i.e. by code point, which is the same order as C ``strcmp`` over
+    their UTF-8 bytes. Scores compare as Python floats (C doubles, like trec_eval's ``atof``).
+
+    Returns:
+        ``[(docid, score), ...]`` best first.
+    """
+    pairs = list(hits.items()) if isinstance(hits, Mapping) else list(hits)
+    # Both keys descending, so one reverse sort on (score, docid) is exact; -0.0 == 0.0 ties, as in C.
+    return sorted(pairs, key=lambda pair: (pair[1], pair[0]), reverse=True)
+
+
+def _as_pairs(qid: str, hits: Hits) -> list[tuple[str, float]]:
+    """Normalise one query's hits to ``[(docid, float score)]``, rejecting duplicates and NaN."""
+    if isinstance(hits, Mapping):
+        items: Iterable[Any] = hits.items()
+    else:
+        items = hits
+    pairs: list[tuple[str, float]] = []
+    seen: set[str] = set()
+    for item in items:
+        if hasattr(item, "docid") and hasattr(item, "score"):
+            docid, score = item.docid, item.score
+        else:
+            docid, score = item
+        if not isinstance(docid, str):
+            raise TypeError(f"query {qid!r}: docid {docid!r} is {type(docid).__name__}, ids must be str")
+        if not docid or any(ch.isspace() for ch in docid):
+            raise ValueError(f"query {qid!r}: docid {docid!r} is empty or contains whitespace")
+        if docid in seen:
+            raise ValueError(f"query {qid!r}: duplicate docid {docid!r}")
+        seen.add(docid)
+        score = float(score)
+        if math.isnan(score):
+            raise ValueError(f"query {qid!r}: docid {docid!r} has score NaN")
+        pairs.append((docid, score))
+    return pairs
+
+
+def format_score(score: float) -> str:
+    """The shortest decimal that reads back as exactly the same double (Python's ``repr``).
+
+    Every float32 is exactly representable as a double, so this also round-trips float32 scores (Lucene's
+    BM25, Faiss inner products) bit for bit; a fixed ``%.4f`` or ``%.6g`` would merge nearby scores into ties
+    and change the ranking trec_eval computes from the file. ``%.9g`` would round-trip float32 only.
+    """
+    return repr(float(score))
+
+
+def write_run(path: str | os.PathLike, run: Mapping[str, Hits], tag: str, depth: int | None = None) -> None:
+    """Write ``run`` as a TREC run file, atomically and deterministically.
+
+    Queries are written in sorted qid order, hits in :func:`sort_hits` order with ranks 1..n, so the
+    same run always gives a byte-identical file and the ranks agree with trec_eval's own ordering.
+
+    Args:
+        run: ``{qid: {docid: score}}`` or ``{qid: [(docid, score), ...]}``.
+        tag: the run tag (sixth column); required, non-empty, no whitespace.
+        depth: keep only the best ``depth`` hits per query (``None``: all).
+    """
+    if not isinstance(tag, str) or not tag or any(ch.isspace() for ch in tag):
+        raise ValueError(f"run tag must be a non-empty string without whitespace, got {tag!r}")
+    if depth is not None and depth < 1:
+        raise ValueError(f"depth must be >= 1 or None, got {depth}")
+    for qid in run:
+        if not isinstance(qid, str):
+            raise TypeError(f"qid {qid!r} is {type(qid).__name__}, ids must be str")
+        if not qid or any(ch.isspace() for ch in qid):
+            raise ValueError(f"qid {qid!r} is empty or contains whitespace")
+    with atomic_write(path) as handle:
+        for qid in sorted(run):
+            ranked = sort_hits(_as_pairs(qid, run[qid]))
+            if depth is not None:
+                ranked = ranked[:depth]
+            handle.writelines(
+                f"{qid} Q0 {docid} {rank} {format_score(score)} {tag}\n"
+                for rank, (docid, score) in enumerate(ranked, start=1)
+            )
+
+
+def read_run_file(path: str | os.PathLike) -> RunFile:
+    """Read a TREC run file (``.gz`` too) into a :class:`RunFile`.
+
+    Columns may be separated by any whitespace (tabs, several spaces, leading spaces); blank lines are
+    skipped. The ``Q0`` and rank columns are ignored, as trec_eval ignores them.
+
+    Raises:
+        InputFileError: a line without exactly 6 columns, a non-numeric or NaN score, a repeated
+            ``(qid, docid)``, or no hits at all; naming the file and line.
+    """
+    run: Run = {}
+    tag: str | None = None
+    mixed_tags = False
+    for number, line in read_text_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 6:
+            raise InputFileError(
+                path, number, f"expected 6 columns 'qid Q0 docid rank score tag', found {len(fields)}"
+            )
+        qid, _, docid, _, score_text, line_tag = fields
+        try:
+            score = float(score_text)
+        except ValueError:
+            raise InputFileError(path, number, f"score {score_text!r} is not a number") from None
+        if math.isnan(score):
+            raise InputFileError(path, number, "score is NaN")
+        hits = run.setdefault(qid, {})
+        if docid in hits:
+            raise InputFileError(path, number, f"duplicate document {docid!r} for query {qid!r}")
+        hits[docid] = score
+        if tag is None:
+            tag = line_tag
+        elif line_tag != tag and not mixed_tags:
+            # trec_eval ignores the tag; a mixed file is legal but worth a warning (once, not per line).
+            logger.warning("%s:%d: run tag %r differs from the first line's %r; keeping %r",
+                           path, number, line_tag, tag, tag)
+            mixed_tags = True
+    if tag is None:
+        raise InputFileError(path, None, "run file has no hits")
+    return RunFile(run=run, tag=tag)
+
+
+def read_run(path: str | os.PathLike) -> Run:
+    """Read a TREC run file into ``{qid: {docid: score}}`` (see :func:`read_run_file` for the rules)."""
+    return read_run_file(path).run
