@@ -1,0 +1,173 @@
+"""System specs -> runs: registry parsing, and every system end to end on a tiny collection (byte-identical reruns)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from clir_eval.retrieval.systems import SYSTEM_KINDS, IndexDirs, SystemOptions, SystemSpec, default_run_path, system_name
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_retrieval_translation import synthetic_bitext  # noqa: E402
+from tiny_models import make_tiny_bert  # noqa: E402
+
+
+def test_parse_specs_and_names():
+    assert SystemSpec.parse("bm25-psq") == SystemSpec("bm25-psq")
+    assert SystemSpec.parse("student:out/kd:sw") == SystemSpec("student", "out/kd:sw")  # split at the first colon
+    assert system_name("student:out/kd-sw/") == "student-kd-sw"
+    assert system_name("bm25-translated:mt/nllb sw.tsv") == "bm25-translated-nllb_sw"
+    assert default_run_path("runs", "ntrex", "sw", "me5-small") == Path("runs/ntrex/sw/me5-small.run")
+    assert SystemSpec.parse("hybrid").family == "fusion"
+
+
+@pytest.mark.parametrize("spec, message", [("bm25", "valid: bm25-psq"), ("dpr-teacher", "unknown system"),
+                                           ("student", "needs an argument"), ("teacher:x", "takes no argument")])
+def test_bad_specs_are_refused(spec, message):
+    with pytest.raises(ValueError, match=message):
+        SystemSpec.parse(spec)
+
+
+def test_options_validate_fusion_components():
+    from clir_eval.retrieval.fusion import FusionConfig
+
+    with pytest.raises(ValueError, match="bm25"):
+        SystemOptions(fusion=FusionConfig(sparse="teacher"))
+    with pytest.raises(ValueError, match="dense"):
+        SystemOptions(fusion=FusionConfig(dense="bm25-oracle"))
+
+
+def test_registry_families():
+    assert {kind.family for kind in SYSTEM_KINDS.values()} == {"bm25", "dense", "fusion"}
+
+
+ENGLISH_DOCS = {
+    "d01": "the cat sat on the mat", "d02": "the dog was in the house", "d03": "money in the bank today",
+    "d04": "the river water", "d05": "stock market fell today", "d06": "the president of the country",
+    "d07": "school food and health", "d08": "the car was at the river", "d09": "news from the city today",
+    "d10": "people and government election", "d11": "water for the people", "d12": "the market rose today",
+}
+TOPICS = {"q1": ("cat", "paka"), "q2": ("money bank", "pesa benki"), "q3": ("government election", "serikali uchaguzi"),
+          "q4": ("school health", "shule afya")}
+RELEVANT = {"q1": "d01", "q2": "d03", "q3": "d10", "q4": "d07"}
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    """A data root with a tiny collection, a tiny sw-en bitext source, and two tiny encoders of equal size."""
+    root = tmp_path_factory.mktemp("world")
+    coll = root / "collections" / "tiny"
+    (coll / "topics").mkdir(parents=True)
+    (coll / "corpus.jsonl").write_text(
+        "".join(json.dumps({"id": d, "contents": t}) + "\n" for d, t in ENGLISH_DOCS.items()), encoding="utf-8")
+    (coll / "qrels.txt").write_text("".join(f"{q} 0 {d} 1\n" for q, d in RELEVANT.items()), encoding="utf-8")
+    for i, lang in enumerate(("en", "sw")):
+        (coll / "topics" / f"{lang}.tsv").write_text("".join(f"{q}\t{t[i]}\n" for q, t in TOPICS.items()),
+                                                     encoding="utf-8")
+    bitext = root / "collections" / "tinybi"
+    bitext.mkdir()
+    (bitext / "bitext.yaml").write_text("target_lang: en\nlanguages:\n  sw:\n    train: sw-en.train.jsonl\n",
+                                        encoding="utf-8")
+    (bitext / "sw-en.train.jsonl").write_text("".join(
+        json.dumps({"id": p.pair_id, "source": p.source, "target": p.target}) + "\n" for p in synthetic_bitext()),
+        encoding="utf-8")
+    translations = root / "mt.tsv"
+    translations.write_text("".join(f"{q}\t{t[0]}\n" for q, t in TOPICS.items()), encoding="utf-8")
+    teacher = make_tiny_bert(root / "teacher", hidden_size=32, seed=0)
+    student = make_tiny_bert(root / "student", hidden_size=32, seed=5)
+    return {"root": root, "collection": coll, "teacher": teacher, "student": student, "mt": translations}
+
+
+@pytest.mark.slow
+def test_every_system_writes_a_valid_deterministic_run(tiny_world, tmp_path, monkeypatch):
+    import torch
+
+    from clir_eval.collections.registry import load_collection
+    from clir_eval.retrieval.fusion import FusionConfig
+    from clir_eval.retrieval.runs import read_run_file
+    from clir_eval.retrieval.systems import run_system
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("CLIR_EVAL_DATA", str(tiny_world["root"]))
+    collection = load_collection(tiny_world["collection"])
+    indexes = IndexDirs.under(tmp_path / "cache")
+    options = SystemOptions(teacher=str(tiny_world["teacher"]), psq_bitext=(("tinybi", "train"),),
+                            fusion=FusionConfig(sparse="bm25-psq", dense=f"student:{tiny_world['student']}"))
+    specs = ["bm25-oracle", "bm25-psq", f"bm25-translated:{tiny_world['mt']}", "teacher",
+             f"student:{tiny_world['student']}", "oracle-dense", "hybrid"]
+    written = {}
+    for spec in specs:
+        path = run_system(spec, collection, "sw", indexes=indexes, hits=5, options=options,
+                          out_path=default_run_path(tmp_path / "runs", collection.name, "sw", spec))
+        parsed = read_run_file(path)
+        assert parsed.tag == system_name(spec)
+        assert set(parsed.run) == set(TOPICS)
+        assert all(1 <= len(hits) <= 5 for hits in parsed.run.values())
+        written[spec] = path.read_bytes()
+    # BM25 with the human English topics, the user's (identical) translations and PSQ from a clean lexicon
+    # all find the relevant document first.
+    for spec in ("bm25-oracle", "bm25-psq", f"bm25-translated:{tiny_world['mt']}"):
+        run = read_run_file(default_run_path(tmp_path / "runs", "tiny", "sw", spec)).run
+        assert {q: max(h, key=h.get) for q, h in run.items()} == RELEVANT, spec
+    # bm25-translated with the oracle's text gives the oracle's run, up to the tag
+    oracle = written["bm25-oracle"].decode().replace(" bm25-oracle\n", "\n")
+    assert written[f"bm25-translated:{tiny_world['mt']}"].decode().replace(" bm25-translated-mt\n", "\n") == oracle
+    # the teacher's index is shared by teacher, student and oracle-dense: one dense index was built
+    assert [p.name for p in indexes.dense.iterdir() if not p.name.startswith(".")] == [indexes.dense_for(str(tiny_world["teacher"])).name]
+    # reruns are byte-identical (indexes and PSQ table reused from the cache)
+    for spec in specs:
+        again = run_system(spec, collection, "sw", indexes=indexes, hits=5, options=options,
+                           out_path=tmp_path / "again" / f"{system_name(spec)}.run")
+        assert again.read_bytes() == written[spec], spec
+    # an explicit tag wins
+    tagged = run_system("bm25-oracle", collection, "sw", indexes=indexes, hits=5, tag="my-tag",
+                        out_path=tmp_path / "tagged.run", options=options)
+    assert read_run_file(tagged).tag == "my-tag"
+
+
+@pytest.mark.slow
+def test_search_command_writes_the_same_run(tiny_world, tmp_path):
+    from typer.testing import CliRunner
+
+    from clir_eval.cli import app
+    from clir_eval.collections.registry import load_collection
+    from clir_eval.retrieval.systems import run_system
+
+    cache = tmp_path / "cache"
+    out = tmp_path / "cli.run"
+    result = CliRunner().invoke(app, ["search", "--system", "bm25-oracle", "--collection", str(tiny_world["collection"]),
+                                      "--lang", "sw", "--hits", "3", "--index-dir", str(cache), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = run_system("bm25-oracle", load_collection(tiny_world["collection"]), "sw", indexes=IndexDirs.under(cache),
+                          hits=3, out_path=tmp_path / "api.run")
+    assert out.read_bytes() == expected.read_bytes()
+    bad = CliRunner().invoke(app, ["search", "--system", "bm25", "--collection", str(tiny_world["collection"]),
+                                   "--lang", "sw", "--index-dir", str(cache)])
+    assert bad.exit_code == 2 and "valid: bm25-psq" in bad.output
+
+
+def test_psq_leakage_policy(tiny_world, monkeypatch):
+    from clir_eval.collections.leakage import LeakageError
+    from clir_eval.collections.registry import load_collection
+    from clir_eval.retrieval.systems import psq_bitext
+
+    monkeypatch.setenv("CLIR_EVAL_DATA", str(tiny_world["root"]))
+    collection = load_collection(tiny_world["collection"])
+    with pytest.raises(ValueError, match="psq_leakage"):
+        SystemOptions(psq_leakage="ignore")
+    options = SystemOptions(psq_bitext=(("tinybi", "train"),))
+    clean = psq_bitext(collection, "sw", "test", options)
+    assert len(clean) == 300  # no synthetic pair equals a topic
+    # a bitext whose pair equals the English topic of q2 leaks
+    leaky = tiny_world["root"] / "collections" / "leaky"
+    leaky.mkdir(exist_ok=True)
+    (leaky / "bitext.yaml").write_text("target_lang: en\nlanguages:\n  sw:\n    train: sw-en.train.jsonl\n", encoding="utf-8")
+    (leaky / "sw-en.train.jsonl").write_text(
+        '{"id": "a", "source": "pesa na benki", "target": "Money  bank"}\n{"id": "b", "source": "paka leo", "target": "cat today"}\n',
+        encoding="utf-8")
+    assert [p.pair_id for p in psq_bitext(collection, "sw", "test", SystemOptions(psq_bitext=(("leaky", "train"),)))] == ["b"]
+    with pytest.raises(LeakageError):
+        psq_bitext(collection, "sw", "test", SystemOptions(psq_bitext=(("leaky", "train"),), psq_leakage="error"))
+    with pytest.raises(ValueError, match="no bitext for 'ha'"):
+        psq_bitext(collection, "ha", "test", options)
