@@ -1,0 +1,92 @@
+"""Training throughput of a KD step vs an OT step (pairs/s), measured side by side on the same batches.
+
+    python benchmarks/bench_distill.py --student me5-small --teacher minilm-l6 --lang sw --threads 2
+
+Both losses run the trainer's own pieces (length-bucketed batches of LAFAND pairs truncated to
+``--max-length`` tokens, teacher under no_grad, frozen student embeddings, AdamW step);
+KD and OT steps alternate (in alternating order) on the same batches so that load from other
+processes hits both alike. ``--trainer`` also times ``distill()`` end to end for each method (checkpoint and save
+excluded, as in ``DistillResult.pairs_per_second``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+
+def main() -> None:
+    import torch
+
+    from clir_eval.collections.bitext import load_bitext
+    from clir_eval.distill.losses import LossOptions, build_loss, match_dimensions
+    from clir_eval.distill.trainer import DistillConfig, _freeze, _Tokenized, distill, epoch_batches
+    from clir_eval.models.sentence import SentenceEncoder
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--student", default="me5-small")
+    parser.add_argument("--teacher", default="minilm-l6")
+    parser.add_argument("--lang", default="sw")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per method (after 2 warm-up steps)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--freeze-layers", type=int, default=0, help="also freeze the lowest N student layers")
+    parser.add_argument("--trainer", action="store_true", help="also time distill() end to end")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    pairs = load_bitext("lafand", args.lang, "train")[: args.batch_size * 200]
+    teacher = SentenceEncoder.from_pretrained(args.teacher)
+    teacher.requires_grad_(False).eval()
+    student = SentenceEncoder.from_pretrained(args.student)
+    config = DistillConfig(method="kd", student=args.student, teacher=args.teacher, max_length=args.max_length,
+                           batch_size=args.batch_size, freeze_layers=args.freeze_layers)
+    match_dimensions(student, teacher)
+    _freeze(student, config)
+    student.train()
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    data = _Tokenized(pairs, student, teacher, args.max_length, student_target=False)
+    batches = epoch_batches(data.lengths, args.batch_size, seed=0, epoch=0, window=50)
+    losses = {"kd": build_loss("kd", LossOptions()), "ot": build_loss("ot", LossOptions())}
+    print(f"student {args.student}: {sum(p.numel() for p in params):,} of "
+          f"{sum(p.numel() for p in student.parameters()):,} parameters trainable; teacher {args.teacher}; "
+          f"batch {args.batch_size}, max {args.max_length} tokens, {args.threads} threads, "
+          f"{args.freeze_layers} lower layers frozen", flush=True)
+
+    seconds = {name: 0.0 for name in losses}
+    tokens = 0
+    for i in range(args.steps + 2):
+        batch = data.batch(batches[i])
+        tokens += int(batch.source["attention_mask"].sum())
+        # Alternate which method goes first, so neither always inherits a warm cache.
+        for name, loss_fn in sorted(losses.items(), reverse=bool(i % 2)):
+            start = time.perf_counter()
+            loss = loss_fn(student, teacher, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i >= 2:
+                seconds[name] += time.perf_counter() - start
+    pairs_timed = args.steps * args.batch_size
+    for name in losses:
+        print(f"{name}: {pairs_timed / seconds[name]:6.1f} pairs/s ({seconds[name] / args.steps:.3f} s/step)")
+    print(f"OT/KD step time ratio: {seconds['ot'] / seconds['kd']:.3f} "
+          f"(mean {tokens / (args.steps + 2) / args.batch_size:.1f} foreign tokens per sentence)", flush=True)
+
+    if args.trainer:
+        for method in ("kd", "ot"):
+            cfg = DistillConfig(method=method, student=args.student, teacher=args.teacher,
+                                max_length=args.max_length, batch_size=args.batch_size, max_steps=args.steps,
+                                freeze_layers=args.freeze_layers)
+            with tempfile.TemporaryDirectory() as tmp:
+                result = distill(cfg, pairs, [], f"{tmp}/student", show_progress=False)
+            print(f"distill() {method}: {result.pairs_per_second:.1f} pairs/s over {result.steps} steps", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""``clir-eval run``: a whole study from one config, every step cached by the hash of its inputs.
+
+Order: collections → bitext (leakage-checked) → students → runs (indexes built on first use) →
+evaluation, leaderboards, gap analysis, report → sweep plots. Students and runs are cached in
+``<cache>/<kind>/<name>-<hash>/`` (:mod:`clir_eval.experiment.cache`); indexes and PSQ tables
+record what built them and are reused by every study (see :mod:`clir_eval.retrieval.systems`).
+The output directory receives copies of the runs plus the manifest, leaderboards and report, so it
+is self-contained and can be archived next to a paper.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from clir_eval.collections.records import BitextPair
+from clir_eval.experiment import provenance
+from clir_eval.experiment.cache import StepCache, StepRecord, stable_hash
+from clir_eval.experiment.config import ExperimentConfig, StudentSpec
+from clir_eval.experiment.schema import to_mapping
+from clir_eval.io import atomic_write, sha256_file
+
+logger = logging.getLogger(__name__)
+
+# Bump when a step's output changes for the same inputs (a fixed bug), so that caches rebuild.
+STEP_VERSION = 1
+MANIFEST = "manifest.json"
+RUNS_DIR = "runs"
+EVALUATION_STAMP = ".evaluation.json"
+
+
+def steps_cache_root() -> Path:
+    """Where step outputs are cached across studies (``$CLIR_EVAL_CACHE/steps``; sweeps share indexes)."""
+    from clir_eval.models.cache import model_cache_dir
+
+    return model_cache_dir().parent / "steps"
+
+
+@dataclass
+class StudyResult:
+    """Where a study left its outputs and what it did."""
+
+    output_dir: Path
+    manifest: Path
+    report: Path
+    leaderboards: dict[str, str] = field(default_factory=dict)  # "collection/lang" -> Markdown
+    steps: list[StepRecord] = field(default_factory=list)
+    evaluation_cached: bool = False
+    seconds: float = 0.0
+
+    @property
+    def computed_steps(self) -> int:
+        return sum(not record.cached for record in self.steps) + (not self.evaluation_cached)
+
+
+def pairs_sha256(pairs: list[BitextPair]) -> str:
+    """Content hash of bitext pairs, in training order."""
+    return stable_hash([list(pair) for pair in pairs], length=64)
+
+
+class StudyRunner:
+    """Runs one :class:`ExperimentConfig`; ``command`` is recorded as the command that made the study."""
+
+    def __init__(self, config: ExperimentConfig, cache_root: Path | None = None, command: str = "") -> None:
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.cache_root = Path(cache_root) if cache_root is not None else steps_cache_root()
+        self.cache = StepCache(self.cache_root)
+        self.command = command
+        self.collections: dict[str, Any] = {}
+        self._hashes: dict[Path, str] = {}
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def load_collections(self) -> None:
+        from clir_eval.collections.registry import load_collection
+
+        for ref in self.config.collections:
+            collection = load_collection(ref.name)
+            missing = [lang for lang in ref.languages if lang not in collection.languages_in(ref.split)]
+            if missing:
+                raise ValueError(
+                    f"collection {ref.name!r} split {ref.split!r} has no topics in {missing}; "
+                    f"languages: {', '.join(collection.languages_in(ref.split))}"
+                )
+            self.collections[ref.name] = collection
+
+    def _sha256(self, path: Path) -> str:
+        if path not in self._hashes:
+            self._hashes[path] = sha256_file(path)
+        return self._hashes[path]
+
+    def data_sha256(self, collection: Any, lang: str, split: str) -> str:
+        """One hash over what a run of ``collection``/``lang`` reads: corpus, topics (and oracle topics), qrels."""
+        paths = [collection.corpus_path, collection.topics_path(lang, split), collection.qrels_path(split)]
+        if collection.oracle_lang and collection.oracle_lang in collection.languages_in(split):
+            paths.append(collection.topics_path(collection.oracle_lang, split))
+        return stable_hash([self._sha256(Path(p)) for p in paths], length=64)
+
+    def bitext(self, sources: tuple[str, ...], languages: tuple[str, ...], split: str,
+               max_pairs: int | None) -> list[BitextPair]:
+        """Pairs of ``split`` per language from the first source that has it, leakage-checked against every
+        test topic of the study's collections.
+
+        A budget (``max_pairs``) is a seeded random sample per language, not the first lines, so that it
+        does not depend on the order of the bitext file.
+        """
+        from clir_eval.collections.bitext import bitext_languages, load_bitext
+        from clir_eval.collections.leakage import check_leakage, evaluation_topics
+
+        pairs: list[BitextPair] = []
+        for lang in languages:
+            source = next((s for s in sources if split in bitext_languages(s).get(lang, ())), None)
+            if source is None:
+                raise ValueError(f"no bitext source among {list(sources)} has a {split!r} split for {lang!r}")
+            chosen = load_bitext(source, lang, split)
+            if max_pairs is not None and len(chosen) > max_pairs:
+                chosen = random.Random(f"{self.config.seed}-{lang}-{split}").sample(chosen, max_pairs)
+            pairs.extend(chosen)
+        report = check_leakage(pairs, evaluation_topics(self.collections.values(), split="test"),
+                               allow_leakage=self.config.leakage == "allow",
+                               drop_leaking=self.config.leakage == "drop")
+        return list(report.pairs)
+
+    # -- steps ----------------------------------------------------------------------------------
+    def student(self, spec: StudentSpec) -> Path:
+        """Distil one student (cached); returns its model directory."""
+        from clir_eval.distill.trainer import DistillConfig, distill
+        from clir_eval.experiment.schema import from_mapping
+
+        train = self.bitext(spec.bitext, spec.languages, "train", spec.max_pairs)
+        dev = self.bitext(spec.bitext, spec.languages, "dev", self.config.dev_pairs)
+        settings = {"seed": self.config.seed, **spec.options, "method": spec.method, "student": spec.backbone,
+                    "teacher": self.config.teacher}
+        config = from_mapping(DistillConfig, settings, where=f"students[{spec.name}]")
+        inputs = {"version": STEP_VERSION, "distill": to_mapping(config), "train_sha256": pairs_sha256(train),
+                  "dev_sha256": pairs_sha256(dev), "train_pairs": len(train), "dev_pairs": len(dev)}
+        logger.info("student %s: %s on %d %s pairs (%d dev)", spec.name, spec.method, len(train),
+                    "+".join(spec.languages), len(dev))
+        def build(out: Path) -> None:
+            distill(config, train, dev, out)
+            # Checkpoints only serve to resume this very directory, which is renamed when complete.
+            shutil.rmtree(Path(f"{out}.checkpoints"), ignore_errors=True)
+
+        return self.cache.run("students", spec.name, inputs, build)
+
+    def system_options(self, students: dict[str, Path]) -> Any:
+        from clir_eval.experiment.schema import from_mapping
+        from clir_eval.retrieval.fusion import FusionConfig
+        from clir_eval.retrieval.systems import SystemOptions
+
+        hybrid = dict(self.config.hybrid)
+        for part in ("sparse", "dense"):  # a student may be named by its config name
+            if hybrid.get(part) in students:
+                hybrid[part] = f"student:{students[hybrid[part]]}"
+        fusion = from_mapping(FusionConfig, hybrid, where="hybrid")
+        return SystemOptions(teacher=self.config.teacher, psq_bitext=tuple(map(tuple, self.config.psq_bitext)),
+                             psq_leakage=self.config.leakage, fusion=fusion, show_progress=True)
+
+    def system_spec(self, system: str, students: dict[str, Path]) -> tuple[str, str]:
+        """``(system name for tables and files, spec for the retrieval registry)``."""
+        kind, colon, argument = system.partition(":")
+        if kind == "student" and argument in students:
+            return argument, f"student:{students[argument]}"
+        from clir_eval.retrieval.systems import system_name
+
+        return system_name(system), system
+
+    def search(self, collection: Any, lang: str, split: str, system: str, spec: str, options: Any) -> Path:
+        """One run (cached); returns the cached run file."""
+        from clir_eval.retrieval.systems import IndexDirs, run_system
+
+        per_collection = IndexDirs.under(self.cache_root / "indexes" / collection.name)
+        # PSQ tables are shared by collections: eflomal has no seed, so one table per bitext keeps runs comparable.
+        indexes = IndexDirs(per_collection.lucene, per_collection.dense, self.cache_root / "indexes" / "psq")
+        inputs = {"version": STEP_VERSION, "spec": spec, "collection": collection.name, "lang": lang,
+                  "split": split, "hits": self.config.hits, "data": self.data_sha256(collection, lang, split),
+                  "options": to_mapping(options), "tag": system}
+        step = self.cache.run(
+            "runs", f"{collection.name}-{lang}-{system}", inputs,
+            lambda out: run_system(spec, collection, lang, split, indexes=indexes, out_path=out / "run.trec",
+                                   hits=self.config.hits, tag=system, options=options),
+        )
+        return step / "run.trec"
+
+    # -- the study ------------------------------------------------------------------------------
+    def run(self) -> StudyResult:
+        started = time.perf_counter()
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if self.config.threads:
+            import torch
+
+            torch.set_num_threads(self.config.threads)
+        self.load_collections()
+        students = {spec.name: self.student(spec) for spec in self.config.all_students}
+        options = self.system_options(students)
+
+        runs_root = self.output_dir / RUNS_DIR
+        entries = []
+        for ref in self.config.collections:
+            collection = self.collections[ref.name]
+            qrels_copy = runs_root / ref.name / f"qrels.{ref.split}.txt"
+            _copy(collection.qrels_path(ref.split), qrels_copy)
+            for lang in ref.languages:
+                for system in self.config.all_systems:
+                    name, spec = self.system_spec(system, students)
+                    cached_run = self.search(collection, lang, ref.split, name, spec, options)
+                    target = runs_root / ref.name / lang / f"{name}.run"
+                    _copy(cached_run, target)
+                    entries.append(self._run_entry(target, collection, lang, ref.split, name, spec, qrels_copy))
+
+        manifest = self._manifest(entries, created, students)
+        manifest_path = self.output_dir / MANIFEST
+        _write_json(manifest_path, manifest)
+        report_path, leaderboards, evaluation_cached = self.evaluate(manifest)
+
+        manifest["steps"] = [vars(record) for record in self.cache.records]
+        manifest["evaluation_cached"] = evaluation_cached
+        manifest["seconds"] = round(time.perf_counter() - started, 1)
+        manifest["peak_memory_mib"] = provenance.peak_memory_mib()
+        manifest["hardware"] = provenance.hardware()
+        _write_json(manifest_path, manifest)
+        return StudyResult(self.output_dir, manifest_path, report_path, leaderboards, list(self.cache.records),
+                           evaluation_cached, manifest["seconds"])
+
+    def _run_entry(self, path: Path, collection: Any, lang: str, split: str, name: str, spec: str,
+                   qrels: Path) -> dict[str, Any]:
+        from clir_eval.retrieval.dense import model_fingerprint
+
+        kind, _, argument = spec.partition(":")
+        model = {"teacher": self.config.teacher, "oracle-dense": self.config.teacher, "me5-small": "me5-small",
+                 "student": argument}.get(kind, "")
+        model_sha = ""
+        if model:
+            from clir_eval.models.registry import resolve_model
+
+            model_sha = model_fingerprint(str(Path(resolve_model(model).local_path()))) or ""
+        command = (f"clir-eval search --system {spec} --collection {collection.name} --lang {lang} "
+                   f"--split {split} --hits {self.config.hits}")
+        return {"path": str(path.relative_to(self.output_dir)), "collection": collection.name, "lang": lang,
+                "system": name, "qrels": str(qrels.relative_to(self.output_dir)), "tag": name,
+                "command": command, "model": model, "model_sha256": model_sha,
+                "data_sha256": self.data_sha256(collection, lang, split), "config": {"spec": spec}}
+
+    def _manifest(self, entries: list[dict[str, Any]], created: str, students: dict[str, Path]) -> dict[str, Any]:
+        config = self.config
+        groups = {lang: self.collections[ref.name].language_group(lang)
+                  for ref in config.collections for lang in ref.languages}
+        oracle = "oracle-dense" if "oracle-dense" in config.all_systems else None
+        student_info = {}
+        for name, path in students.items():
+            args = path / "training_args.json"
+            student_info[name] = {"path": str(path),
+                                  "training_args": json.loads(args.read_text()) if args.is_file() else None}
+        return {
+            "title": f"clir-eval study: {config.name}",
+            "created": created,
+            "git_commit": provenance.git_commit(),
+            "command": self.command or "clir-eval run",
+            "metrics": list(config.evaluation.metrics),
+            "baselines": list(config.evaluation.baselines),
+            "oracle": oracle,
+            "language_groups": groups,
+            "significance": {k: getattr(config.evaluation, k)
+                             for k in ("test", "correction", "alpha", "seed", "n_resamples")},
+            "seeds": {"study": config.seed, "significance": config.evaluation.seed},
+            "config": config.to_dict(),
+            "versions": provenance.package_versions(),
+            "students": student_info,
+            "runs": entries,
+        }
+
+    def evaluate(self, manifest: dict[str, Any]) -> tuple[Path, dict[str, str], bool]:
+        """Leaderboards, gap analysis and the report; skipped when runs and settings are unchanged."""
+        from clir_eval.evaluation.manifest import read_results
+        from clir_eval.evaluation.report import build_report, write_report
+
+        out = self.output_dir
+        report_path = out / "report.html"
+        key = stable_hash({"runs": [(e["path"], self._sha256(out / e["path"])) for e in manifest["runs"]],
+                           "settings": {k: manifest[k] for k in
+                                        ("metrics", "baselines", "oracle", "language_groups", "significance")},
+                           "sweep": to_mapping(self.config.sweep) if self.config.sweep else None,
+                           "version": STEP_VERSION}, length=64)
+        stamp = out / EVALUATION_STAMP
+        if stamp.is_file() and report_path.is_file():
+            saved = json.loads(stamp.read_text(encoding="utf-8"))
+            if saved.get("key") == key:
+                logger.info("cached: evaluation (runs and settings unchanged)")
+                return report_path, saved.get("leaderboards", {}), True
+
+        report = build_report(read_results(out))
+        leaderboards = {}
+        for table in report.tables:
+            table.leaderboard.save(out / "leaderboards", stem=f"{table.collection}-{table.lang}")
+            leaderboards[f"{table.collection}/{table.lang}"] = table.leaderboard.to_markdown()
+        self._gaps(report, out / "gaps")
+        if self.config.sweep:
+            self._sweep(report, out / "sweep")
+        write_report(report, report_path)
+        _write_json(stamp, {"key": key, "leaderboards": leaderboards})
+        return report_path, leaderboards, False
+
+    def _gaps(self, report: Any, out_dir: Path) -> None:
+        from clir_eval.evaluation.plots import gap_figure, save_figure
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for collection, gap in report.gaps.items():
+            with atomic_write(out_dir / f"{collection}.csv") as handle:
+                gap.to_dataframe().to_csv(handle, float_format="%.6g")
+            save_figure(gap_figure(gap), out_dir / collection)
+
+    def _sweep(self, report: Any, out_dir: Path) -> None:
+        import pandas as pd
+
+        from clir_eval.experiment.sweeps import student_axes, sweep_table, write_sweep_analysis
+
+        rows = []
+        for table in report.tables:
+            group = report.language_groups.get(table.collection, {}).get(table.lang, "unspecified")
+            for system, means in table.result.means.items():
+                for metric, value in means.items():
+                    rows.append((system, table.collection, table.lang, group, metric, value))
+        results = pd.DataFrame(rows, columns=["system", "collection", "lang", "group", "metric", "value"])
+        students = self.config.all_students[len(self.config.students):]
+        sweep_rows = sweep_table(results, student_axes(students, self.config.sweep))
+        write_sweep_analysis(sweep_rows, list(self.config.sweep.axes), self.config.evaluation.metrics[0], out_dir)
+
+
+def _copy(source: Path, target: Path) -> None:
+    """Copy unless ``target`` already holds the same bytes (a rerun rewrites nothing)."""
+    source, target = Path(source), Path(target)
+    if target.is_file() and target.stat().st_size == source.stat().st_size and \
+            sha256_file(target) == sha256_file(source):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target, mode="wb") as handle, source.open("rb") as src:
+        shutil.copyfileobj(src, handle)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=2, sort_keys=False, default=str)
+        handle.write("\n")
+
+
+def run_study(config: ExperimentConfig, cache_root: Path | None = None, command: str = "") -> StudyResult:
+    """Run ``config`` end to end; a second call with nothing changed recomputes nothing."""
+    return StudyRunner(config, cache_root, command).run()

@@ -1,0 +1,155 @@
+"""Distillation losses on random tensors and on tiny BERT students/teachers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from clir_eval.distill.losses import (
+    CombinedLoss,
+    DistillBatch,
+    KDLoss,
+    LossOptions,
+    OTLoss,
+    build_loss,
+    cosine_cost,
+    info_nce_from_embeddings,
+    kd_from_embeddings,
+    match_dimensions,
+    ot_from_cost,
+    real_token_mask,
+)
+from clir_eval.models.sentence import SentenceEncoder
+
+FOREIGN = ["paka alikaa kwenye mat", "habari za leo", "benki ya soko ni pesa na mto"]
+ENGLISH = ["the cat sat on the mat", "news today", "the market bank is money and river"]
+
+
+@pytest.fixture()
+def pair(tiny_bert_dir, tiny_bert_dir_48):
+    torch.manual_seed(0)
+    return SentenceEncoder.from_pretrained(str(tiny_bert_dir)), SentenceEncoder.from_pretrained(str(tiny_bert_dir_48))
+
+
+def _batch(student, teacher, foreign=FOREIGN, english=ENGLISH, with_student_target=False):
+    return DistillBatch(
+        source=student.tokenize(foreign, "query"),
+        target=teacher.tokenize(english, "query"),
+        student_target=student.tokenize(english, "query") if with_student_target else None,
+    )
+
+
+def test_ot_gradient_wrt_cost_is_plan():
+    gen = torch.Generator().manual_seed(0)
+    cost = torch.rand(3, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    mask_a = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    mask_b = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    loss, result = ot_from_cost(cost, mask_a, mask_b, epsilon=0.1, max_iter=5000, tol=1e-12)
+    loss.backward()
+    torch.testing.assert_close(cost.grad * 3, result.plan)  # loss is the mean over the 3 pairs
+    assert float(cost.grad[1, 3:].abs().sum() + cost.grad[1, :, 2:].abs().sum()) == 0.0
+    # <P, C> of each pair, by hand.
+    expected = sum(float((result.plan[k] * cost[k].detach()).sum()) for k in range(3)) / 3
+    assert math.isclose(float(loss.detach()), expected, rel_tol=1e-12)
+
+
+def test_ot_masks_padding_and_special_tokens(pair):
+    student, teacher = pair
+    match_dimensions(student, teacher, seed=0)
+    loss_fn = OTLoss(epsilon=0.1, max_iter=2000, tol=1e-7)
+    batched = loss_fn(student, teacher, _batch(student, teacher))
+    plan = loss_fn.last_result.plan
+    src = student.tokenize(FOREIGN)
+    special = src["special_tokens_mask"].bool() | ~src["attention_mask"].bool()
+    assert float(plan[special].abs().sum()) == 0.0  # [CLS], [SEP], padding get no mass
+    # Each pair alone (no padding at all) gives the same per-pair values: padding is invisible.
+    singles = [float(loss_fn(student, teacher, _batch(student, teacher, [f], [e])).detach())
+               for f, e in zip(FOREIGN, ENGLISH)]
+    assert math.isclose(float(batched.detach()), sum(singles) / len(singles), rel_tol=1e-5)
+    # With include_special, [CLS] and [SEP] carry mass.
+    with_special = OTLoss(epsilon=0.1, max_iter=2000, tol=1e-7, include_special=True)
+    with_special(student, teacher, _batch(student, teacher))
+    assert float(with_special.last_result.plan[:, 0].sum()) > 0
+
+
+def test_real_token_mask_keeps_something_for_empty_sentences():
+    outputs = {"attention_mask": torch.tensor([[1, 1, 0], [1, 1, 1]]),
+               "special_tokens_mask": torch.tensor([[1, 1, 1], [1, 0, 1]])}
+    mask = real_token_mask(outputs, include_special=False)
+    assert mask.tolist() == [[True, True, False], [False, True, False]]
+
+
+def test_projection_when_hidden_sizes_differ(pair, tmp_path):
+    student, teacher = pair  # 32 -> 48
+    assert student.hidden_size == 32 and teacher.dim == 48
+    with pytest.raises(ValueError, match="projection"):
+        KDLoss()(student, teacher, _batch(student, teacher))
+    assert match_dimensions(student, teacher, seed=0)
+    assert student.dim == 48
+    for method in ("kd", "ot", "contrastive", "kd+ot"):
+        student.zero_grad()
+        loss = build_loss(method, LossOptions(ot_epsilon=0.1))(student, teacher, _batch(student, teacher))
+        loss.backward()
+        assert student.projection.weight.grad is not None and float(student.projection.weight.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher is frozen
+    student.save(tmp_path / "s")
+    assert SentenceEncoder.from_pretrained(str(tmp_path / "s")).dim == 48
+
+
+def test_kd_and_contrastive_math():
+    gen = torch.Generator().manual_seed(0)
+    s, t = torch.randn(4, 6, generator=gen), torch.randn(4, 6, generator=gen)
+    assert math.isclose(float(kd_from_embeddings(s, t)), float(((s - t) ** 2).sum() / 24), rel_tol=1e-6)
+    sn, tn = torch.nn.functional.normalize(s, dim=1), torch.nn.functional.normalize(t, dim=1)
+    logits = sn @ tn.T / 0.1
+    expected = -sum(float(logits[i, i] - torch.logsumexp(logits[i], 0)) for i in range(4)) / 4
+    assert math.isclose(float(info_nce_from_embeddings(s, t, 0.1)), expected, rel_tol=1e-5)
+    # Perfectly aligned, well-separated pairs have a near-zero contrastive loss.
+    eye = torch.eye(4)
+    assert float(info_nce_from_embeddings(eye, eye, 0.01)) < 1e-6
+    x = torch.rand(2, 3, 5)
+    torch.testing.assert_close(cosine_cost(x, x).diagonal(dim1=1, dim2=2), torch.zeros(2, 3), atol=1e-6, rtol=0)
+
+
+@torch.no_grad()
+def test_kd_english_through_student(tiny_bert_dir):
+    student = SentenceEncoder.from_pretrained(str(tiny_bert_dir))
+    teacher = SentenceEncoder.from_pretrained(str(tiny_bert_dir))  # a copy of the teacher as student
+    plain = float(KDLoss()(student, teacher, _batch(student, teacher, with_student_target=True)))
+    both = float(KDLoss(english_through_student=True)(student, teacher, _batch(student, teacher,
+                                                                                with_student_target=True)))
+    # student == teacher, so the English->English term is 0 and the two agree.
+    assert math.isclose(plain, both, rel_tol=1e-6) and plain > 0
+    with pytest.raises(ValueError, match="student_target"):
+        KDLoss(english_through_student=True)(student, teacher, _batch(student, teacher))
+
+
+@torch.no_grad()
+def test_combined_is_weighted_sum_and_teacher_outputs_can_be_precomputed(pair):
+    student, teacher = pair
+    match_dimensions(student, teacher)
+    options = LossOptions(ot_epsilon=0.1, ot_weight=0.5, ot_tol=1e-7, ot_max_iter=2000)
+    combined = build_loss("kd+ot", options)
+    assert isinstance(combined, CombinedLoss) and combined.name == "kd+ot"
+    batch = _batch(student, teacher)
+    value = float(combined(student, teacher, batch))
+    kd = float(build_loss("kd", options)(student, teacher, batch))
+    ot = float(build_loss("ot", options)(student, teacher, batch))
+    assert math.isclose(value, kd + 0.5 * ot, rel_tol=1e-5)
+    with torch.no_grad():
+        precomputed = teacher(batch.target)
+    batch.teacher_outputs = precomputed
+    assert math.isclose(float(combined(student, teacher, batch)), value, rel_tol=1e-6)
+
+
+def test_names_and_options_are_validated():
+    with pytest.raises(ValueError, match="valid methods.*kd\\+ot"):
+        build_loss("kd-ot")
+    with pytest.raises(ValueError, match="valid options"):
+        LossOptions.from_dict({"ot_eps": 0.1})
+    with pytest.raises(ValueError, match="ot_epsilon"):
+        LossOptions(ot_epsilon=0)
+    with pytest.raises(ValueError, match="repeat"):
+        CombinedLoss([(OTLoss(student_layer=1), 1.0), (OTLoss(student_layer=2), 1.0)])

@@ -1,0 +1,187 @@
+"""Distillation trainer on tiny BERTs: determinism, resume equality, reloadable student, 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clir_eval.collections.records import BitextPair
+from clir_eval.distill.trainer import DistillConfig, bitext_sha256, distill, epoch_batches
+from clir_eval.models.sentence import SentenceEncoder
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_models import WORDS  # noqa: E402
+
+
+def _pairs(n: int, seed: int = 0) -> list[BitextPair]:
+    rng = random.Random(seed)
+    pairs = []
+    for i in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 14))]
+        pairs.append(BitextPair(" ".join(reversed(words)), " ".join(words), "sw", "en", f"p{i}"))
+    return pairs
+
+
+TRAIN, DEV = _pairs(48), _pairs(12, seed=1)
+
+
+def _config(student, teacher, **overrides) -> DistillConfig:
+    base = dict(method="kd+ot", student=str(student), teacher=str(teacher), max_steps=6, batch_size=8, lr=1e-3,
+                checkpoint_every=2, eval_every=3, loss={"ot_epsilon": 0.1})
+    base.update(overrides)
+    return DistillConfig(**base)
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    model = SentenceEncoder.from_pretrained(str(path))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_deterministic_reloadable_and_frozen_embeddings(tiny_bert_dir, tiny_bert_dir_48, tmp_path):
+    config = _config(tiny_bert_dir_48, tiny_bert_dir)  # student 48 -> teacher 32: projection
+    first = distill(config, TRAIN, DEV, tmp_path / "a", show_progress=False)
+    second = distill(config, TRAIN, DEV, tmp_path / "b", show_progress=False)
+    a, b = _weights(first.student_dir), _weights(second.student_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert first.steps == 6 and first.pairs_seen == 48 and first.pairs_per_second > 0
+    assert set(first.dev_metrics) == {"dev_accuracy", "dev_loss"} and [h["step"] for h in first.history] == [3, 6]
+
+    initial = _weights(tiny_bert_dir_48)
+    changed = [k for k in initial if not torch.equal(initial[k], a[k])]
+    assert changed and not any("embeddings" in k for k in changed)  # trained, embeddings frozen
+    assert "projection.weight" in a
+
+    student = SentenceEncoder.from_pretrained(str(first.student_dir))
+    assert student.dim == 32 and student.encode(["habari za leo"]).shape == (1, 32)
+    args = json.loads(first.training_args.read_text())
+    assert args["config"] == config.to_dict() and args["data"]["train_sha256"] == bitext_sha256(TRAIN)
+    assert args["data"]["dev_sha256"] == bitext_sha256(DEV) and "torch" in args["versions"]
+    assert args["dev_metrics"] == first.dev_metrics
+
+
+def test_resume_after_interruption_gives_identical_weights(tiny_bert_dir, tmp_path):
+    config = _config(tiny_bert_dir, tiny_bert_dir, method="ot", max_steps=7, epochs=1, batch_size=16)
+    full = distill(config, TRAIN, DEV, tmp_path / "full", show_progress=False)  # 7 steps over 3 batches/epoch
+
+    def crash(step: int) -> None:
+        if step == 5:
+            raise KeyboardInterrupt  # killed between the checkpoints of steps 4 and 6
+
+    with pytest.raises(KeyboardInterrupt):
+        distill(config, TRAIN, DEV, tmp_path / "cut", show_progress=False, on_step=crash)
+    assert not (tmp_path / "cut").exists()
+    resumed = distill(config, TRAIN, DEV, tmp_path / "cut", resume=True, show_progress=False)
+    assert resumed.resumed_from == 4 and resumed.steps == 7
+    a, b = _weights(full.student_dir), _weights(resumed.student_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.history == full.history
+    with pytest.raises(ValueError, match="different configuration"):
+        distill(_config(tiny_bert_dir, tiny_bert_dir, method="ot", max_steps=7, batch_size=16, lr=1e-4), TRAIN, DEV,
+                tmp_path / "cut", resume=True, show_progress=False)
+
+
+def test_epoch_batches_are_full_bucketed_and_seeded():
+    lengths = np.random.default_rng(0).integers(2, 60, size=203)
+    batches = epoch_batches(lengths, 16, seed=3, epoch=0, window=4)
+    flat = np.concatenate(batches)
+    assert all(len(b) == 16 for b in batches) and len(flat) == 192 and len(set(flat.tolist())) == 192
+    assert all(np.array_equal(x, y) for x, y in zip(batches, epoch_batches(lengths, 16, seed=3, epoch=0, window=4)))
+    assert not np.array_equal(flat, np.concatenate(epoch_batches(lengths, 16, seed=3, epoch=1, window=4)))
+    padding = sum(int(lengths[b].max() * len(b) - lengths[b].sum()) for b in batches)
+    shuffled = np.random.default_rng(1).permutation(203)[:192].reshape(12, 16)
+    assert padding < 0.5 * sum(int(lengths[b].max() * 16 - lengths[b].sum()) for b in shuffled)
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="valid methods"):
+        DistillConfig(method="optical", student="x")
+    with pytest.raises(ValueError, match="valid options"):
+        DistillConfig.from_dict({"method": "kd", "student": "x", "learning_rate": 1})
+    with pytest.raises(ValueError, match="valid options"):
+        DistillConfig(method="kd", student="x", loss={"epsilon": 0.1})
+    with pytest.raises(ValueError, match="batch_size"):
+        DistillConfig(method="kd", student="x", batch_size=0)
+    assert DistillConfig(method="kd", student="x").max_length == 64
+
+
+_DDP_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from clir_eval.collections.records import BitextPair
+from clir_eval.distill.trainer import DistillConfig, distill
+sys.path.insert(0, {tests!r})
+from test_distill_trainer import TRAIN, DEV
+config = DistillConfig.from_dict({config!r})
+distill(config, TRAIN, DEV, {out!r}, show_progress=False)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_ddp_matches_one_process(tiny_bert_dir, tmp_path):
+    # Sinkhorn stops when the worst pair of a (local) batch converges: a tight tolerance makes the
+    # 4-pair shards and the 8-pair batch meet the same plans.
+    config = _config(tiny_bert_dir, tiny_bert_dir, method="kd+ot", max_steps=4, dropout=False, checkpoint_every=0,
+                     eval_every=0, loss={"ot_epsilon": 0.1, "ot_tol": 1e-7, "ot_max_iter": 2000})
+    single = distill(config, TRAIN, DEV, tmp_path / "one", show_progress=False)
+    data = config.to_dict()
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT.format(tests=str(Path(__file__).parent), config=data, out=str(tmp_path / "two")))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                             "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(_free_port()), str(script)],
+        env=env, capture_output=True, text=True, timeout=240, cwd=str(Path(__file__).parent.parent),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    args = json.loads((tmp_path / "two" / "training_args.json").read_text())
+    assert args["processes"] == 2 and args["steps"] == 4
+    a, b = _weights(single.student_dir), _weights(tmp_path / "two")
+    initial = _weights(tiny_bert_dir)
+    moved = max(float((a[k] - initial[k]).abs().max()) for k in a)
+    assert moved > 1e-3  # the comparison is meaningful: training moved the weights
+    for k in a:  # Adam turns float rounding in tiny gradients into up to ~lr-sized steps: atol << moved
+        torch.testing.assert_close(b[k], a[k], atol=1e-4, rtol=1e-3)
+    assert abs(args["dev_metrics"]["dev_loss"] - single.dev_metrics["dev_loss"]) < 1e-4
+
+
+def test_cli_distill_on_lafand(tiny_bert_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from clir_eval.cli import app
+
+    out = tmp_path / "students" / "tiny-kd-sw"
+    args = ["distill", "--method", "kd", "--student", str(tiny_bert_dir), "--teacher", str(tiny_bert_dir),
+            "--lang", "sw", "--max-pairs", "16", "--max-dev-pairs", "8", "--steps", "2", "--batch-size", "8",
+            "--out", str(out), "--option", "loss.kd_english_through_student=true", "--option", "freeze_layers=1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "training_args.json").read_text())
+    assert saved["config"]["freeze_layers"] == 1 and saved["config"]["loss"]["kd_english_through_student"]
+    assert saved["data"]["train_pairs"] == 16 and saved["data"]["languages"] == ["sw-en"]
+    bad = CliRunner().invoke(app, ["distill", "--method", "optical", "--student", "x", "--lang", "sw", "--out",
+                                   str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "valid methods" in bad.output

@@ -1,0 +1,76 @@
+"""The study runner end to end on tiny models: outputs, manifest, and step caching (nothing recomputed twice)."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from clir_eval.experiment.config import load_config
+from clir_eval.experiment.runner import run_study
+from clir_eval.retrieval.runs import read_run_file
+
+pytestmark = pytest.mark.slow  # Faiss search goes through Pyserini, which starts the JVM
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_bert_dir, tiny_bert_dir_48):
+    root = tmp_path_factory.mktemp("study")
+    config = root / "study.yaml"
+    config.write_text(f"""
+name: tiny
+output_dir: {root / "out"}
+teacher: {tiny_bert_dir}
+collections: [{{name: ntrex, split: test, languages: [sw]}}]
+systems: [teacher, oracle-dense]
+students:
+  - {{name: kd, method: kd, backbone: {tiny_bert_dir_48}, languages: [sw], max_pairs: 24,
+      options: {{max_steps: 2, batch_size: 8, lr: 0.001}}}}
+  - {{name: ot, method: ot, backbone: {tiny_bert_dir_48}, languages: [sw], max_pairs: 24,
+      options: {{max_steps: 2, batch_size: 8, lr: 0.001}}}}
+dev_pairs: 8
+hits: 20
+evaluation: {{metrics: [mrr, ndcg@10], baselines: [teacher], test: randomization, n_resamples: 200}}
+""", encoding="utf-8")
+    loaded = load_config(config)
+    first = run_study(loaded, cache_root=root / "cache")
+    return loaded, root, first
+
+
+def test_a_study_writes_runs_leaderboards_report_and_manifest(study):
+    config, root, result = study
+    out = root / "out"
+    for lang in ("sw",):
+        for system in ("teacher", "oracle-dense", "kd", "ot"):
+            run = read_run_file(out / "runs" / "ntrex" / lang / f"{system}.run")
+            assert len(run.run) == 1327 and run.tag == system
+    assert (out / "leaderboards" / "ntrex-sw.md").is_file() and (out / "leaderboards" / "ntrex-sw.tex").is_file()
+    assert "<html" in (out / "report.html").read_text(encoding="utf-8").lower()
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["config"]["name"] == "tiny" and manifest["versions"]["torch"]
+    assert {e["system"] for e in manifest["runs"]} == {"teacher", "oracle-dense", "kd", "ot"}
+    assert all(len(e["data_sha256"]) == 64 and e["command"].startswith("clir-eval search") for e in manifest["runs"])
+    kd = manifest["students"]["kd"]["training_args"]
+    assert kd and '"method": "kd"' in json.dumps(kd)
+    assert manifest["peak_memory_mib"] > 0 and result.computed_steps > 0
+    assert set(result.leaderboards) == {"ntrex/sw"}
+
+
+def test_a_second_run_computes_nothing(study):
+    config, root, _ = study
+    before = (root / "out" / "runs" / "ntrex" / "sw" / "kd.run").stat().st_mtime_ns
+    again = run_study(config, cache_root=root / "cache")
+    assert again.computed_steps == 0 and all(record.cached for record in again.steps)
+    assert (root / "out" / "runs" / "ntrex" / "sw" / "kd.run").stat().st_mtime_ns == before
+
+
+def test_changing_one_setting_recomputes_only_what_depends_on_it(study):
+    config, root, _ = study
+    evaluation_only = replace(config, evaluation=replace(config.evaluation, alpha=0.01))
+    result = run_study(evaluation_only, cache_root=root / "cache")
+    assert all(record.cached for record in result.steps) and not result.evaluation_cached
+
+    ot = replace(config.students[1], options={**config.students[1].options, "lr": 0.002})
+    changed = replace(config, students=(config.students[0], ot))
+    result = run_study(changed, cache_root=root / "cache")
+    computed = sorted(record.name for record in result.steps if not record.cached)
+    assert computed == ["runs/ntrex-sw-ot", "students/ot"]
