@@ -185,3 +185,34 @@ def test_cli_distill_on_lafand(tiny_bert_dir, tmp_path):
     bad = CliRunner().invoke(app, ["distill", "--method", "optical", "--student", "x", "--lang", "sw", "--out",
                                    str(tmp_path / "x")])
     assert bad.exit_code == 2 and "valid methods" in bad.output
+
+
+def test_projection_starts_from_the_least_squares_map(tiny_bert_dir, tiny_bert_dir_48, tmp_path):
+    from clir_eval.distill.trainer import _fit_projection
+
+    teacher = SentenceEncoder.from_pretrained(str(tiny_bert_dir))
+    target = torch.from_numpy(teacher.encode([p.target for p in TRAIN]))
+
+    def kd_error(student):
+        with torch.inference_mode():
+            emb = student.encode([p.source for p in TRAIN])
+        return float(((torch.from_numpy(emb) - target) ** 2).sum(dim=1).mean())
+
+    student = SentenceEncoder.from_pretrained(str(tiny_bert_dir_48))
+    student.add_projection(teacher.dim, seed=0)
+    random_error = kd_error(student)
+    _fit_projection(student, teacher, TRAIN, max_length=64)
+    assert kd_error(student) < 0.5 * random_error
+
+    # "auto" gives a same-size student from another model a projection; a teacher copy gets none.
+    from tiny_models import make_tiny_bert
+
+    same_size = make_tiny_bert(tmp_path / "same-size", hidden_size=32, seed=7)
+    other = distill(_config(same_size, tiny_bert_dir, max_steps=1, checkpoint_every=0, eval_every=0,
+                            method="kd"), TRAIN, [], tmp_path / "other")
+    assert SentenceEncoder.from_pretrained(str(other.student_dir)).projection is not None
+    copy = distill(_config(tiny_bert_dir, tiny_bert_dir, max_steps=1, checkpoint_every=0, eval_every=0, method="kd"),
+                   TRAIN, [], tmp_path / "copy")
+    assert SentenceEncoder.from_pretrained(str(copy.student_dir)).projection is None
+    with pytest.raises(ValueError, match="projection must be one of"):
+        _config(tiny_bert_dir, tiny_bert_dir, projection="sometimes")

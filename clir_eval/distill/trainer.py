@@ -38,6 +38,7 @@ from clir_eval.distill.losses import LOSS_METHODS, DistillBatch, LossOptions, bu
 logger = logging.getLogger(__name__)
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+PROJECTION_MODES = ("auto", "always", "never")
 TRAINING_ARGS = "training_args.json"
 _KEEP_CHECKPOINTS = 2
 
@@ -65,6 +66,13 @@ class DistillConfig:
             weights (0 = off).
         bucket_window: batches per length-sorting window.
         mixed_precision: ``no``, ``fp16`` or ``bf16`` (passed to ``accelerate``).
+        projection: a learned linear map on the student's token states into the teacher's space:
+            ``auto`` adds one when the hidden sizes differ or the student is another model than the
+            teacher (their spaces are unrelated at start), ``always``, or ``never``. A new projection
+            starts from the least-squares map of the student's pooled states of the foreign sentences
+            onto the teacher's embeddings of their English sides (``projection_fit_pairs`` training
+            pairs, closed form): with a few hundred steps of budget, learning the rotation between two
+            unrelated spaces by gradient descent alone would use the whole budget.
         loss: options of the losses (``LossOptions``; a dict is accepted and checked).
     """
 
@@ -89,11 +97,15 @@ class DistillConfig:
     patience: int = 0
     bucket_window: int = 50
     mixed_precision: str = "no"
+    projection: str = "auto"
+    projection_fit_pairs: int = 2000
     loss: LossOptions = field(default_factory=LossOptions)
 
     def __post_init__(self) -> None:
         if self.method not in LOSS_METHODS:
             raise ValueError(f"unknown method {self.method!r}; valid methods are {list(LOSS_METHODS)}")
+        if self.projection not in PROJECTION_MODES:
+            raise ValueError(f"projection must be one of {PROJECTION_MODES}, got {self.projection!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if not self.student or not self.teacher:
@@ -103,7 +115,7 @@ class DistillConfig:
         if not isinstance(self.loss, LossOptions):
             raise TypeError(f"loss must be LossOptions or a dict, got {type(self.loss).__name__}")
         minimum = {"max_steps": 0, "epochs": 1, "batch_size": 1, "grad_accumulation": 1, "max_length": 4,
-                   "freeze_layers": 0, "checkpoint_every": 0, "eval_every": 0, "patience": 0, "bucket_window": 1}
+                   "freeze_layers": 0, "checkpoint_every": 0, "projection_fit_pairs": 1, "eval_every": 0, "patience": 0, "bucket_window": 1}
         for name, low in minimum.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -259,6 +271,48 @@ def _freeze(student: Any, config: DistillConfig) -> None:
                 module.p = 0.0  # BERT-style attention reads dropout.p, so this also disables attention dropout
 
 
+def _wants_projection(config: DistillConfig, student: Any, teacher: Any) -> bool:
+    if student.projection is not None or config.projection == "never":
+        return False  # a saved student keeps its projection; "never" leaves size mismatches to match_dimensions
+    if config.projection == "always" or student.dim != teacher.dim:
+        return True
+    from clir_eval.models.registry import resolve_model
+
+    return resolve_model(config.student).local_path() != resolve_model(config.teacher).local_path()
+
+
+def _fit_projection(student: Any, teacher: Any, pairs: Sequence[BitextPair], max_length: int,
+                    ridge: float = 1e-3, batch_size: int = 64) -> None:
+    """Set ``student.projection`` to the ridge least-squares map ``W = argmin |X W - T|^2 + ridge |W|^2``,
+    X the student's pooled (unprojected) states of the foreign sides, T the teacher's embeddings of the
+    English sides. Pooling is linear, so the map applies to token states as well."""
+    import torch
+
+    from clir_eval.models.pooling import pool
+
+    tokenized = _Tokenized(pairs, student, teacher, max_length, student_target=False)
+    order = np.argsort(tokenized.lengths, kind="stable")  # little padding
+    targets = [pairs[i].target for i in order]
+    pooled = []
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = tokenized.batch(order[start : start + batch_size])
+            features = {k: v.to(student.device) for k, v in batch.source.items()
+                        if k in ("input_ids", "attention_mask", "token_type_ids")}
+            states = student.backbone(**features, return_dict=True).last_hidden_state
+            pooled.append(pool(states, features["attention_mask"], student.config.pooling).double().cpu())
+    x = torch.cat(pooled)
+    t = torch.from_numpy(teacher.encode(targets, role="query", batch_size=batch_size)).double()
+    gram = x.T @ x
+    weights = torch.linalg.solve(gram + ridge * gram.diagonal().mean() * torch.eye(x.shape[1], dtype=x.dtype),
+                                 x.T @ t)
+    with torch.no_grad():
+        student.projection.weight.copy_(weights.T.to(student.projection.weight.dtype))
+    residual = float(((x @ weights - t) ** 2).sum(dim=1).mean())
+    logger.info("projection %d -> %d fitted by least squares on %d pairs (mean squared residual %.4f)",
+                x.shape[1], t.shape[1], len(pairs), residual)
+
+
 def _trainable_state(student: Any) -> dict[str, Any]:
     return {name: p.detach().clone() for name, p in student.named_parameters() if p.requires_grad}
 
@@ -407,7 +461,11 @@ def distill(
     teacher = SentenceEncoder.from_pretrained(config.teacher)
     teacher.requires_grad_(False).eval().to(accelerator.device)
     student = SentenceEncoder.from_pretrained(config.student)
-    match_dimensions(student, teacher, seed=config.seed)
+    if _wants_projection(config, student, teacher):
+        student.add_projection(teacher.dim, seed=config.seed)
+        _fit_projection(student, teacher, train_pairs[: config.projection_fit_pairs], config.max_length)
+    else:
+        match_dimensions(student, teacher, seed=config.seed)
     _freeze(student, config)
     student.to(accelerator.device).train()
     loss_fn = build_loss(config.method, config.loss)

@@ -159,9 +159,12 @@ class StudyRunner:
         for part in ("sparse", "dense"):  # a student may be named by its config name
             if hybrid.get(part) in students:
                 hybrid[part] = f"student:{students[hybrid[part]]}"
+        # Components are fused at the study's depth, so the study's own component runs can be fused as they are.
+        hybrid.setdefault("depth", self.config.hits)
         fusion = from_mapping(FusionConfig, hybrid, where="hybrid")
         return SystemOptions(teacher=self.config.teacher, psq_bitext=tuple(map(tuple, self.config.psq_bitext)),
-                             psq_leakage=self.config.leakage, fusion=fusion, show_progress=True)
+                             psq_leakage=self.config.leakage, fusion=fusion, query_batch_size=32,
+                             show_progress=True)
 
     def system_spec(self, system: str, students: dict[str, Path]) -> tuple[str, str]:
         """``(system name for tables and files, spec for the retrieval registry)``."""
@@ -172,9 +175,14 @@ class StudyRunner:
 
         return system_name(system), system
 
-    def search(self, collection: Any, lang: str, split: str, system: str, spec: str, options: Any) -> Path:
-        """One run (cached); returns the cached run file."""
+    def search(self, collection: Any, lang: str, split: str, system: str, spec: str, options: Any,
+               done: dict[str, Path]) -> Path:
+        """One run (cached); returns the cached run file. ``done`` maps specs to this language's finished runs."""
         from clir_eval.retrieval.systems import IndexDirs, run_system
+
+        parts = [options.fusion.sparse, options.fusion.dense]
+        if spec == "hybrid" and all(part in done for part in parts) and options.fusion.depth <= self.config.hits:
+            return self.fuse(collection, lang, system, [done[part] for part in parts], options.fusion)
 
         per_collection = IndexDirs.under(self.cache_root / "indexes" / collection.name)
         # PSQ tables are shared by collections: eflomal has no seed, so one table per bitext keeps runs comparable.
@@ -188,6 +196,22 @@ class StudyRunner:
                                    hits=self.config.hits, tag=system, options=options),
         )
         return step / "run.trec"
+
+    def fuse(self, collection: Any, lang: str, system: str, runs: list[Path], fusion: Any) -> Path:
+        """The hybrid system from the study's own component runs (no second encoding of the queries): the
+        same file :func:`clir_eval.retrieval.systems.run_system` writes, components being at ``fusion.depth``."""
+        from clir_eval.retrieval.fusion import fuse
+        from clir_eval.retrieval.runs import read_run_file, write_run
+
+        inputs = {"version": STEP_VERSION, "fusion": to_mapping(fusion), "hits": self.config.hits,
+                  "components": [self._sha256(run) for run in runs], "tag": system}
+
+        def build(out: Path) -> None:
+            fused = fuse([read_run_file(run).run for run in runs], fusion)
+            write_run(out / "run.trec", {qid: hits[: self.config.hits] for qid, hits in fused.items()}, tag=system,
+                      depth=self.config.hits)
+
+        return self.cache.run("runs", f"{collection.name}-{lang}-{system}", inputs, build) / "run.trec"
 
     # -- the study ------------------------------------------------------------------------------
     def run(self) -> StudyResult:
@@ -208,9 +232,12 @@ class StudyRunner:
             qrels_copy = runs_root / ref.name / f"qrels.{ref.split}.txt"
             _copy(collection.qrels_path(ref.split), qrels_copy)
             for lang in ref.languages:
-                for system in self.config.all_systems:
+                done: dict[str, Path] = {}
+                # hybrid last: it fuses the runs of its components when the study has them
+                for system in sorted(self.config.all_systems, key=lambda s: s == "hybrid"):
                     name, spec = self.system_spec(system, students)
-                    cached_run = self.search(collection, lang, ref.split, name, spec, options)
+                    cached_run = self.search(collection, lang, ref.split, name, spec, options, done)
+                    done[spec] = cached_run
                     target = runs_root / ref.name / lang / f"{name}.run"
                     _copy(cached_run, target)
                     entries.append(self._run_entry(target, collection, lang, ref.split, name, spec, qrels_copy))

@@ -204,8 +204,11 @@ class SentenceEncoder(nn.Module):
         try:
             for start in batches:
                 idx = order[start : start + batch_size]
+                # Lengths rounded up to a multiple of 8: few distinct shapes, so CPU kernels (oneDNN) reuse
+                # their prepared primitives instead of re-creating them for every batch (several times faster).
                 batch = self.tokenizer.pad(
-                    {k: [encoded[k][i] for i in idx] for k in encoded.keys()}, return_tensors="pt"
+                    {k: [encoded[k][i] for i in idx] for k in encoded.keys()}, return_tensors="pt",
+                    pad_to_multiple_of=8,
                 )
                 emb = self.forward(dict(batch))["sentence_embedding"]
                 out[idx] = emb.float().cpu().numpy()
