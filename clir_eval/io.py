@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 
 def _umask() -> int:
@@ -117,3 +118,17 @@ def read_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
             except UnicodeDecodeError as exc:
                 raise InputFileError(path, number, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
             yield number, text.rstrip("\r\n")
+
+
+def read_json_or_none(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``, or None when it is absent or unreadable (a stamp to rebuild from, not input)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        logging.getLogger(__name__).warning("%s is unreadable; what it describes will be rebuilt", path)
+        return None

@@ -64,7 +64,12 @@ def read_topics(path: str | os.PathLike, lang: str) -> list[Topic]:
     return topics
 
 
-def _read_tsv_topics(path: str | os.PathLike, lang: str) -> Iterator[Topic]:
+def read_qid_text_tsv(path: str | os.PathLike, text_name: str = "query text") -> Iterator[tuple[str, str]]:
+    """``(qid, text)`` of each ``qid<TAB>text`` line (blank lines skipped): topics, and translated topics.
+
+    Raises:
+        InputFileError: a line without exactly one tab, an empty qid or ``text_name``, a duplicate qid.
+    """
     seen: dict[str, int] = {}
     for number, line in _lines(path):
         if not line.strip():
@@ -76,10 +81,15 @@ def _read_tsv_topics(path: str | os.PathLike, lang: str) -> Iterator[Topic]:
         if not qid:
             raise InputFileError(path, number, "empty qid")
         if not text:
-            raise InputFileError(path, number, f"empty query text for qid {qid!r}")
+            raise InputFileError(path, number, f"empty {text_name} for qid {qid!r}")
         if qid in seen:
             raise InputFileError(path, number, f"duplicate qid {qid!r} (first on line {seen[qid]})")
         seen[qid] = number
+        yield qid, text
+
+
+def _read_tsv_topics(path: str | os.PathLike, lang: str) -> Iterator[Topic]:
+    for qid, text in read_qid_text_tsv(path):
         yield Topic(qid, text, lang)
 
 

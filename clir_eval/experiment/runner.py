@@ -76,6 +76,7 @@ class StudyRunner:
         self.command = command
         self.collections: dict[str, Any] = {}
         self._hashes: dict[Path, str] = {}
+        self._model_hashes: dict[str, str] = {}
 
     # -- inputs ---------------------------------------------------------------------------------
     def load_collections(self) -> None:
@@ -263,11 +264,11 @@ class StudyRunner:
         kind, _, argument = spec.partition(":")
         model = {"teacher": self.config.teacher, "oracle-dense": self.config.teacher, "me5-small": "me5-small",
                  "student": argument}.get(kind, "")
-        model_sha = ""
-        if model:
+        if model and model not in self._model_hashes:  # one hash per model, not per run (a model is ~0.5 GB)
             from clir_eval.models.registry import resolve_model
 
-            model_sha = model_fingerprint(str(Path(resolve_model(model).local_path()))) or ""
+            self._model_hashes[model] = model_fingerprint(str(Path(resolve_model(model).local_path()))) or ""
+        model_sha = self._model_hashes.get(model, "")
         command = (f"clir-eval search --system {spec} --collection {collection.name} --lang {lang} "
                    f"--split {split} --hits {self.config.hits}")
         return {"path": str(path.relative_to(self.output_dir)), "collection": collection.name, "lang": lang,

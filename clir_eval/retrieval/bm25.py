@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clir_eval.collections.records import Document
-from clir_eval.io import atomic_directory, atomic_write
+from clir_eval.io import atomic_directory, atomic_write, read_json_or_none
 from clir_eval.retrieval.analysis import INDEX_ANALYZER, java_analyzer
 from clir_eval.retrieval.translation.base import TranslatedQuery
 
@@ -80,14 +80,7 @@ def corpus_fingerprint(documents: Iterable[Document]) -> tuple[list[Document], s
 
 
 def _read_meta(path: Path) -> dict[str, Any] | None:
-    meta_file = path / LUCENE_META
-    if not meta_file.is_file():
-        return None
-    try:
-        return json.loads(meta_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        logger.warning("%s is unreadable; the index will be rebuilt", meta_file)
-        return None
+    return read_json_or_none(path / LUCENE_META)
 
 
 def build_lucene_index(documents: Iterable[Document], index_dir: str | os.PathLike, force: bool = False) -> LuceneIndexInfo:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from clir_eval.collections.records import Document, Topic
-from clir_eval.io import atomic_directory, atomic_write, sha256_file
+from clir_eval.io import atomic_directory, atomic_write, read_json_or_none, sha256_file
 from clir_eval.retrieval.bm25 import corpus_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -132,14 +132,7 @@ def describe_model(model: str) -> dict[str, Any]:
 
 def read_index_meta(index_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The ``clir_eval_index.json`` of a dense index, or None if absent or unreadable."""
-    meta_file = Path(index_dir) / META_FILE
-    if not meta_file.is_file():
-        return None
-    try:
-        return json.loads(meta_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        logger.warning("%s is unreadable; the index will be rebuilt", meta_file)
-        return None
+    return read_json_or_none(Path(index_dir) / META_FILE)
 
 
 def _matches(meta: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:

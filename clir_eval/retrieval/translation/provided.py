@@ -7,36 +7,20 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from clir_eval.collections.records import Topic
-from clir_eval.io import InputFileError, read_text_lines, sha256_file
+from clir_eval.io import InputFileError, sha256_file
 from clir_eval.retrieval.translation.base import TranslatedQuery
 
 
 def read_translation_file(path: str | os.PathLike) -> dict[str, str]:
-    """Read ``qid<TAB>english text`` lines (blank lines skipped).
+    """Read ``qid<TAB>english text`` lines (blank lines skipped), with the topics reader's checks.
 
     Raises:
         InputFileError: a line without exactly one tab, an empty qid or text, a duplicate qid, an empty
             file, or invalid UTF-8 -- naming the file and line.
     """
-    translations: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    for number, line in read_text_lines(path):
-        if number == 1 and line.startswith("\ufeff"):
-            line = line[1:]
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != 2:
-            raise InputFileError(path, number, f"expected 'qid<TAB>english text' (2 tab-separated fields), got {len(fields)}")
-        qid, text = fields[0].strip(), fields[1].strip()
-        if not qid:
-            raise InputFileError(path, number, "empty qid")
-        if not text:
-            raise InputFileError(path, number, f"empty translation for qid {qid!r}")
-        if qid in translations:
-            raise InputFileError(path, number, f"duplicate qid {qid!r} (first on line {first_line[qid]})")
-        translations[qid] = text
-        first_line[qid] = number
+    from clir_eval.collections.readers import read_qid_text_tsv
+
+    translations = dict(read_qid_text_tsv(path, text_name="translation"))
     if not translations:
         raise InputFileError(path, None, "no translations in file")
     return translations
