@@ -139,10 +139,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_process_ddp_matches_one_process(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("method", ["kd+ot", "contrastive"])
+def test_two_process_ddp_matches_one_process(tiny_bert_dir, tmp_path, method):
     # Sinkhorn stops when the worst pair of a (local) batch converges: a tight tolerance makes the
-    # 4-pair shards and the 8-pair batch meet the same plans.
-    config = _config(tiny_bert_dir, tiny_bert_dir, method="kd+ot", max_steps=4, dropout=False, checkpoint_every=0,
+    # 4-pair shards and the 8-pair batch meet the same plans. Contrastive matches only if each process
+    # scores its 4 pairs against the negatives of the whole 8-pair batch.
+    config = _config(tiny_bert_dir, tiny_bert_dir, method=method, max_steps=4, dropout=False, checkpoint_every=0,
                      eval_every=0, loss={"ot_epsilon": 0.1, "ot_tol": 1e-7, "ot_max_iter": 2000})
     single = distill(config, TRAIN, DEV, tmp_path / "one", show_progress=False)
     data = config.to_dict()
@@ -204,6 +206,18 @@ def test_projection_starts_from_the_least_squares_map(tiny_bert_dir, tiny_bert_d
     _fit_projection(student, teacher, TRAIN, max_length=64)
     assert kd_error(student) < 0.5 * random_error
 
+    # A second student from the same backbone on the same pairs reuses the fit without running either model;
+    # other pairs are fitted afresh.
+    again = SentenceEncoder.from_pretrained(str(tiny_bert_dir_48))
+    again.add_projection(teacher.dim, seed=1)
+    calls = []
+    hook = again.backbone.register_forward_hook(lambda *args: calls.append(1))
+    _fit_projection(again, teacher, TRAIN, max_length=64)
+    assert not calls and torch.equal(again.projection.weight, student.projection.weight)
+    _fit_projection(again, teacher, TRAIN[:40], max_length=64)
+    hook.remove()
+    assert calls and not torch.equal(again.projection.weight, student.projection.weight)
+
     # "auto" gives a same-size student from another model a projection; a teacher copy gets none.
     from tiny_models import make_tiny_bert
 
@@ -216,3 +230,29 @@ def test_projection_starts_from_the_least_squares_map(tiny_bert_dir, tiny_bert_d
     assert SentenceEncoder.from_pretrained(str(copy.student_dir)).projection is None
     with pytest.raises(ValueError, match="projection must be one of"):
         _config(tiny_bert_dir, tiny_bert_dir, projection="sometimes")
+
+
+@pytest.mark.parametrize("method", ["ot", "kd"])
+def test_teacher_runs_once_per_pair_over_several_epochs(tiny_bert_dir, tmp_path, monkeypatch, method):
+    from clir_eval.distill import losses
+
+    calls: list[int] = []
+    original = losses.teacher_outputs
+
+    def counting(teacher, features, layer=None):
+        calls.append(len(features["input_ids"]))
+        return original(teacher, features, layer)
+
+    monkeypatch.setattr(losses, "teacher_outputs", counting)
+    config = _config(tiny_bert_dir, tiny_bert_dir, method=method, max_steps=0, epochs=3, checkpoint_every=0,
+                     eval_every=0, dropout=False)
+    cached = distill(config, TRAIN, [], tmp_path / "cached", show_progress=False)
+    assert sum(calls) == len(TRAIN)  # every English side once, before training
+    calls.clear()
+    plain = distill(DistillConfig(**{**config.to_dict(), "cache_teacher": False}), TRAIN, [], tmp_path / "plain",
+                    show_progress=False)
+    assert sum(calls) == 3 * len(TRAIN) and plain.steps == cached.steps == 18
+    a, b, initial = _weights(cached.student_dir), _weights(plain.student_dir), _weights(tiny_bert_dir)
+    assert max(float((a[k] - initial[k]).abs().max()) for k in a) > 1e-3
+    for k in a:  # the same outputs, up to float rounding from other batch paddings
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)

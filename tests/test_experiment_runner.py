@@ -59,6 +59,12 @@ def test_a_study_writes_runs_leaderboards_report_and_manifest(study):
     assert kd and '"method": "kd"' in json.dumps(kd)
     assert manifest["peak_memory_mib"] > 0 and result.computed_steps > 0
     assert set(result.leaderboards) == {"ntrex/sw"}
+    # both oracles read the English topics: shown, never set in bold as the best system
+    assert manifest["upper_bounds"] == ["oracle-dense", "bm25-oracle"]
+    rows = (out / "leaderboards" / "ntrex-sw.md").read_text(encoding="utf-8").splitlines()
+    assert [r for r in rows if r.startswith("| bm25-oracle")] and not any(
+        "**" in r for r in rows if r.startswith(("| bm25-oracle", "| oracle-dense")))
+    assert any("**" in r for r in rows if r.startswith("| "))
     # the sweep's students are systems too, and the sweep analysis plots effectiveness against its axis
     assert (out / "runs" / "ntrex" / "sw" / "lr0.01.run").is_file()
     assert (out / "sweep" / "ntrex-mrr-vs-options_lr.png").stat().st_size > 1000

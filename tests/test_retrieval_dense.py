@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from clir_eval.collections.records import Document, Topic
 from clir_eval.retrieval import dense
@@ -93,6 +94,18 @@ def test_search_dense_is_exact_inner_product(flat_index, encoders):
     np.testing.assert_allclose(dense.encode_queries(QUERIES, encoders[1]), query_vectors, atol=1e-6)
     with pytest.raises(ValueError, match="duplicate"):
         dense.search_dense(flat_index.path, ["q", "q"], query_vectors[:2], k=5)
+
+
+def test_search_leaves_torch_threads_alone(flat_index, encoders):
+    # Faiss and torch share one OpenMP runtime: a 1-thread search must not pin later encoders to one core.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        _, query_vectors = _brute_force(encoders, k=5)
+        dense.search_dense(flat_index.path, [q.qid for q in QUERIES], query_vectors, k=5, threads=1)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

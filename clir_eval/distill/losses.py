@@ -103,11 +103,13 @@ class DistillBatch:
 
 @dataclass(frozen=True)
 class Needs:
-    """What a loss needs computed: token-state layers and whether English goes through the student."""
+    """What a loss needs computed: token-state layers, whether it reads the teacher's token states (not only
+    its sentence embeddings) and whether English goes through the student."""
 
     student_layer: int | None = None
     teacher_layer: int | None = None
     student_target: bool = False
+    teacher_tokens: bool = False
 
 
 @dataclass
@@ -170,15 +172,40 @@ def kd_from_embeddings(student: torch.Tensor, teacher: torch.Tensor) -> torch.Te
     return nn.functional.mse_loss(student, teacher.to(student.dtype))
 
 
-def info_nce_from_embeddings(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """In-batch InfoNCE: foreign sentence i must pick its English translation i among the batch.
+def info_nce_from_embeddings(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                             offset: int = 0) -> torch.Tensor:
+    """In-batch InfoNCE: foreign sentence i must pick its English translation among the batch.
 
-    L = -1/b sum_i log softmax_j(cos(s_i, t_j) / T)_i (van den Oord et al. 2018; Henderson et al. 2017).
+    L = -1/b sum_i log softmax_j(cos(s_i, t_j) / T)_(i + offset) (van den Oord et al. 2018; Henderson et al.
+    2017). ``teacher`` may hold more rows than ``student`` (the whole global batch under DDP); the
+    translation of student row i is teacher row ``i + offset``.
     """
     s = nn.functional.normalize(student, dim=-1)
     t = nn.functional.normalize(teacher.to(student.dtype), dim=-1)
     logits = s @ t.T / temperature
-    return nn.functional.cross_entropy(logits, torch.arange(len(s), device=s.device))
+    return nn.functional.cross_entropy(logits, torch.arange(len(s), device=s.device) + offset)
+
+
+def gather_batch_negatives(teacher: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Under DDP, every process's teacher embeddings in rank order, and where this process's rows start.
+
+    The teacher is frozen, so a plain all_gather (no gradient through it) is all InfoNCE needs for the
+    negatives of the global batch; each process's mean loss, averaged by DDP, is then the one-process loss.
+    Outside DDP: ``(teacher, 0)``.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return teacher, 0
+    teacher = teacher.detach().contiguous()
+    sizes = [torch.zeros(1, dtype=torch.long, device=teacher.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([len(teacher)], device=teacher.device))
+    counts = [int(size) for size in sizes]
+    if len(set(counts)) != 1:  # all_gather needs equal shapes; the trainer's slices always are
+        raise ValueError(f"contrastive negatives need equal local batches, got {counts}")
+    parts = [torch.empty_like(teacher) for _ in counts]
+    dist.all_gather(parts, teacher)
+    return torch.cat(parts), sum(counts[: dist.get_rank()])
 
 
 def real_token_mask(outputs: dict[str, torch.Tensor], include_special: bool) -> torch.Tensor:
@@ -294,7 +321,7 @@ class OTLoss(DistillLoss):
         self.unconverged = 0  # Sinkhorn calls that hit max_iter, reported by the trainer
 
     def needs(self) -> Needs:
-        return Needs(student_layer=self.student_layer, teacher_layer=self.teacher_layer)
+        return Needs(student_layer=self.student_layer, teacher_layer=self.teacher_layer, teacher_tokens=True)
 
     def compute(self, encoded: Encoded) -> torch.Tensor:
         s, t = encoded.student, encoded.teacher
@@ -316,7 +343,8 @@ class OTLoss(DistillLoss):
 class ContrastiveLoss(DistillLoss):
     """In-batch InfoNCE between student(foreign) and teacher(English) embeddings.
 
-    Under DDP the negatives are those of the local batch of each process.
+    Under DDP the negatives are the whole global batch (teacher embeddings gathered from every
+    process), so a multi-process run trains like a one-process run on the same global batch.
     """
 
     name = "contrastive"
@@ -327,9 +355,10 @@ class ContrastiveLoss(DistillLoss):
         self.temperature = LossOptions(contrastive_temperature=temperature).contrastive_temperature
 
     def compute(self, encoded: Encoded) -> torch.Tensor:
-        return info_nce_from_embeddings(
-            encoded.student["sentence_embedding"], encoded.teacher["sentence_embedding"], self.temperature
-        )
+        teacher = encoded.teacher["sentence_embedding"]
+        # Evaluation (``.eval()``) runs every process over the same dev batches: nothing to gather.
+        negatives, offset = gather_batch_negatives(teacher) if self.training else (teacher, 0)
+        return info_nce_from_embeddings(encoded.student["sentence_embedding"], negatives, self.temperature, offset)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"temperature": self.temperature}
@@ -359,6 +388,7 @@ class CombinedLoss(DistillLoss):
             student_layer=next((n.student_layer for n in needs if n.student_layer is not None), None),
             teacher_layer=next((n.teacher_layer for n in needs if n.teacher_layer is not None), None),
             student_target=any(n.student_target for n in needs),
+            teacher_tokens=any(n.teacher_tokens for n in needs),
         )
         self.last_parts: dict[str, float] = {}
 

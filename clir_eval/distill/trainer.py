@@ -73,6 +73,9 @@ class DistillConfig:
             onto the teacher's embeddings of their English sides (``projection_fit_pairs`` training
             pairs, closed form): with a few hundred steps of budget, learning the rotation between two
             unrelated spaces by gradient descent alone would use the whole budget.
+        cache_teacher: when training sees a pair more than once (several epochs), compute the frozen
+            teacher's outputs of every pair once before training and keep them in memory. Token-level
+            losses (OT) keep the English token states: about ``4 * dim`` bytes per English token.
         loss: options of the losses (``LossOptions``; a dict is accepted and checked).
     """
 
@@ -99,6 +102,7 @@ class DistillConfig:
     mixed_precision: str = "no"
     projection: str = "auto"
     projection_fit_pairs: int = 2000
+    cache_teacher: bool = True
     loss: LossOptions = field(default_factory=LossOptions)
 
     def __post_init__(self) -> None:
@@ -232,6 +236,46 @@ class _Tokenized:
         )
 
 
+class _TeacherCache:
+    """The frozen teacher's outputs for every training pair, computed once before training.
+
+    Computed in a fixed order (length-sorted batches), so a resumed run rebuilds exactly the same cache.
+    Only what the loss reads is kept: the sentence embedding, and for token-level losses the token states of
+    the real (unpadded) positions; masks come from each batch's own features.
+    """
+
+    def __init__(self, teacher: Any, data: _Tokenized, layer: int | None, tokens: bool,
+                 batch_size: int = 64) -> None:
+        from clir_eval.distill.losses import teacher_outputs
+
+        self.tokens = tokens
+        self.sentence: list[Any] = [None] * len(data.lengths)
+        self.states: list[Any] = [None] * len(data.lengths)
+        order = np.argsort(data.lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            target = data.batch(indices).target
+            out = teacher_outputs(teacher, target, layer)
+            for row, (i, n) in enumerate(zip(indices, target["attention_mask"].sum(dim=1).tolist())):
+                self.sentence[i] = out["sentence_embedding"][row].clone()
+                if tokens:
+                    self.states[i] = out["token_embeddings"][row, :n].clone()
+
+    def outputs(self, target: dict, indices: Sequence[int]) -> dict:
+        """The teacher's outputs for a batch of pairs, padded like ``target`` (the batch's teacher features)."""
+        import torch
+
+        first = self.sentence[indices[0]]
+        out = {k: v.to(first.device) for k, v in target.items() if k in ("attention_mask", "special_tokens_mask")}
+        out["sentence_embedding"] = torch.stack([self.sentence[i] for i in indices])
+        if self.tokens:
+            states = first.new_zeros((len(indices), target["input_ids"].shape[1], first.shape[-1]))
+            for row, (i, n) in enumerate(zip(indices, target["attention_mask"].sum(dim=1).tolist())):
+                states[row, :n] = self.states[i]
+            out["token_embeddings"] = states
+        return out
+
+
 # ---- model setup ------------------------------------------------------------------------------------------
 
 
@@ -281,6 +325,23 @@ def _wants_projection(config: DistillConfig, student: Any, teacher: Any) -> bool
     return resolve_model(config.student).local_path() != resolve_model(config.teacher).local_path()
 
 
+def _state_sha256(module: Any) -> str:
+    """SHA-256 of a module's weights (names and bytes), whatever directory they came from."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+# Least-squares projections already fitted in this process, by everything the fit reads. A study distils
+# several students (KD, OT, contrastive, ...) from one backbone on the same bitext: their fits are equal,
+# and each costs a forward pass of both models over the fit pairs.
+_FITTED_PROJECTIONS: dict[str, Any] = {}
+
+
 def _fit_projection(student: Any, teacher: Any, pairs: Sequence[BitextPair], max_length: int,
                     ridge: float = 1e-3, batch_size: int = 64) -> None:
     """Set ``student.projection`` to the ridge least-squares map ``W = argmin |X W - T|^2 + ridge |W|^2``,
@@ -289,6 +350,15 @@ def _fit_projection(student: Any, teacher: Any, pairs: Sequence[BitextPair], max
     import torch
 
     from clir_eval.models.pooling import pool
+
+    key = json.dumps([_state_sha256(student.backbone), _state_sha256(teacher), bitext_sha256(pairs), max_length,
+                      ridge, student.config.to_dict(), teacher.config.to_dict()], sort_keys=True, default=str)
+    if key in _FITTED_PROJECTIONS:
+        with torch.no_grad():
+            student.projection.weight.copy_(_FITTED_PROJECTIONS[key])
+        logger.info("projection %d -> %d: least-squares fit reused (same models and pairs)",
+                    student.hidden_size, student.dim)
+        return
 
     tokenized = _Tokenized(pairs, student, teacher, max_length, student_target=False)
     order = np.argsort(tokenized.lengths, kind="stable")  # little padding
@@ -308,6 +378,7 @@ def _fit_projection(student: Any, teacher: Any, pairs: Sequence[BitextPair], max
                                  x.T @ t)
     with torch.no_grad():
         student.projection.weight.copy_(weights.T.to(student.projection.weight.dtype))
+    _FITTED_PROJECTIONS[key] = student.projection.weight.detach().clone()
     residual = float(((x @ weights - t) ** 2).sum(dim=1).mean())
     logger.info("projection %d -> %d fitted by least squares on %d pairs (mean squared residual %.4f)",
                 x.shape[1], t.shape[1], len(pairs), residual)
@@ -371,6 +442,7 @@ def _evaluate(student: Any, teacher: Any, loss_fn: Any, dev: _Tokenized, batch_s
 
     was_training = student.training
     student.eval()
+    loss_fn.eval()
     losses, weights, queries, targets = [], [], [], []
     order = np.argsort(-dev.lengths, kind="stable")
     try:
@@ -384,6 +456,7 @@ def _evaluate(student: Any, teacher: Any, loss_fn: Any, dev: _Tokenized, batch_s
                 targets.append(torch.nn.functional.normalize(encoded.teacher["sentence_embedding"].float(), dim=-1))
     finally:
         student.train(was_training)
+        loss_fn.train()
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     q, t = torch.cat(queries)[inverse], torch.cat(targets)[inverse]
@@ -478,6 +551,11 @@ def distill(
     if total_steps < 1:
         raise ValueError(f"{per_epoch} batches per epoch is fewer than grad_accumulation={config.grad_accumulation}")
 
+    passes = total_steps * config.grad_accumulation / per_epoch
+    needs = loss_fn.needs()
+    teacher_cache = (_TeacherCache(teacher, train, needs.teacher_layer, needs.teacher_tokens)
+                     if config.cache_teacher and passes > 1 else None)
+
     params = [p for p in student.parameters() if p.requires_grad]
     n_trainable, n_total = sum(p.numel() for p in params), sum(p.numel() for p in student.parameters())
     logger.info("student %s: %s of %s parameters trainable; teacher %s; %d steps of %d pairs on %d process(es)",
@@ -552,6 +630,8 @@ def distill(
                     cached_epoch = epoch
                 local = batches[index][rank * local_size : (rank + 1) * local_size]
                 batch = train.batch(local)
+                if teacher_cache is not None:
+                    batch.teacher_outputs = teacher_cache.outputs(batch.target, [int(i) for i in local])
                 sync = contextlib.nullcontext() if k == config.grad_accumulation - 1 else accelerator.no_sync(model)
                 with sync:
                     with accelerator.autocast():

@@ -16,6 +16,7 @@ For older result folders without ``runs/``, ``RESULTS_DIR/<collection>/<lang>/<s
     metrics: [str]                                      metrics to report (ranx names, first = primary)
     baselines: [str]                                    systems the others are tested against
     oracle: str                                         reference system of the gap analysis
+    upper_bounds: [str]                                 systems never set in bold (oracles; default: oracle)
     language_groups: {lang: "high" | "low" | ...}       groups of the gap analysis
     significance: {test, correction, alpha, seed, n_resamples}
     runs: [{path, qrels, collection, lang, system,      path required: the run file; qrels: its qrels file
@@ -74,6 +75,7 @@ class ResultsManifest:
     metrics: tuple[str, ...] = ()
     baselines: tuple[str, ...] = ()
     oracle: str | None = None
+    upper_bounds: tuple[str, ...] = ()
     language_groups: Mapping[str, str] = field(default_factory=dict)
     significance: Mapping[str, Any] = field(default_factory=dict)
     from_manifest: bool = False
@@ -119,6 +121,7 @@ def read_results(root: str | os.PathLike) -> ResultsManifest:
         metrics=tuple(_strings(path, data, "metrics")),
         baselines=tuple(_strings(path, data, "baselines")),
         oracle=data.get("oracle") or None,
+        upper_bounds=tuple(_strings(path, data, "upper_bounds")),
         language_groups={str(k): str(v) for k, v in groups.items()},
         significance=significance,
         from_manifest=bool(data),

@@ -116,9 +116,8 @@ def build_report(
         comparison = None
         if config is not None and present:
             comparison = compare_systems(result, CompareConfig(baselines=present, **settings))
-        leaderboard = build_leaderboard(
-            result, comparison, title=f"{collection} / {lang}", exclude_from_best=[oracle] if oracle in runs else []
-        )
+        not_best = [s for s in dict.fromkeys([*results.upper_bounds, oracle]) if s in runs]
+        leaderboard = build_leaderboard(result, comparison, title=f"{collection} / {lang}", exclude_from_best=not_best)
         tables.append(TableResult(collection, lang, tuple(entries), result, comparison, leaderboard))
         logger.info("%s/%s: %d runs, %d queries", collection, lang, len(runs), len(result.qids))
 
@@ -208,7 +207,7 @@ def render_html(report: Report, *, n_resamples_plot: int = 2_000, figure_dir: st
                  "means over every judged query, a query a run does not answer counts as 0, as "
                  "<code>trec_eval -c</code>")
     w(f"<li>Rows are systems, columns metrics (trec_eval definitions; {averaging}).</li>")
-    w("<li><strong>Bold</strong>: best value in the column (the oracle, if any, is not counted).</li>")
+    w("<li><strong>Bold</strong>: best value in the column (oracles and other upper bounds are not counted).</li>")
     if report.compare_config is not None:
         for i, b in enumerate(report.compare_config.baselines):
             letter = chr(97 + i)

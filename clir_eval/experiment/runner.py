@@ -294,6 +294,7 @@ class StudyRunner:
             "metrics": list(config.evaluation.metrics),
             "baselines": list(config.evaluation.baselines),
             "oracle": oracle,
+            "upper_bounds": [system for system in config.all_systems if _is_upper_bound(system)],
             "language_groups": groups,
             "significance": {k: getattr(config.evaluation, k)
                              for k in ("test", "correction", "alpha", "seed", "n_resamples")},
@@ -359,6 +360,12 @@ class StudyRunner:
         students = self.config.all_students[len(self.config.students):]
         sweep_rows = sweep_table(results, student_axes(students, self.config.sweep))
         write_sweep_analysis(sweep_rows, list(self.config.sweep.axes), self.config.evaluation.metrics[0], out_dir)
+
+
+def _is_upper_bound(system: str) -> bool:
+    from clir_eval.retrieval.systems import SystemSpec
+
+    return SystemSpec.parse(system).upper_bound
 
 
 def _copy(source: Path, target: Path) -> None:

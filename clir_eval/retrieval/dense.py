@@ -340,7 +340,16 @@ def search_dense(
         searcher.set_hnsw_ef_search(ef_search)
     if not qids:
         return {}
-    found = searcher.batch_search(queries, qids, k=min(k, searcher.num_docs), threads=threads)
+    import faiss
+
+    # batch_search calls faiss.omp_set_num_threads(threads) and leaves it so. That OpenMP setting is
+    # process-wide and shared with torch (same libgomp): unrestored, every later encoder in this process
+    # runs on `threads` cores (a study's query encoding ran 2-3x slower after its first dense search).
+    previous = faiss.omp_get_max_threads()
+    try:
+        found = searcher.batch_search(queries, qids, k=min(k, searcher.num_docs), threads=threads)
+    finally:
+        faiss.omp_set_num_threads(previous)
     return {qid: [(hit.docid, float(hit.score)) for hit in found[qid]] for qid in qids}
 
 

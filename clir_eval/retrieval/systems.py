@@ -53,17 +53,19 @@ class SystemKind:
     family: str  # "bm25" | "dense" | "fusion"
     argument: str | None  # what the argument is ("path of a student", ...); None = takes none
     description: str
+    upper_bound: bool = False  # reads the human English topics: a reference, never a contender
 
 
 SYSTEM_KINDS: dict[str, SystemKind] = {
     "bm25-psq": SystemKind("bm25", None, "BM25, PSQ translation table learned from bitext"),
-    "bm25-oracle": SystemKind("bm25", None, "BM25, human English topics (upper bound)"),
+    "bm25-oracle": SystemKind("bm25", None, "BM25, human English topics (upper bound)", upper_bound=True),
     "bm25-translated": SystemKind("bm25", "TSV file qid<TAB>english", "BM25, user-supplied translations"),
     "bm25-mt": SystemKind("bm25", "HF seq2seq model id or directory", "BM25, machine-translated topics"),
     "teacher": SystemKind("dense", None, "teacher encodes the foreign query (zero-shot)"),
     "student": SystemKind("dense", "student model directory", "distilled student against the teacher's index"),
     "me5-small": SystemKind("dense", None, "multilingual-e5-small over its own index"),
-    "oracle-dense": SystemKind("dense", None, "teacher on the human English topic (upper bound)"),
+    "oracle-dense": SystemKind("dense", None, "teacher on the human English topic (upper bound)",
+                               upper_bound=True),
     "hybrid": SystemKind("fusion", None, "fusion of a BM25 and a dense system"),
 }
 
@@ -100,6 +102,11 @@ class SystemSpec:
     @property
     def family(self) -> str:
         return SYSTEM_KINDS[self.kind].family
+
+    @property
+    def upper_bound(self) -> bool:
+        """True for the oracles (English topics): shown for reference, never the best system."""
+        return SYSTEM_KINDS[self.kind].upper_bound
 
     @property
     def name(self) -> str:
