@@ -16,6 +16,30 @@ import tempfile
 import time
 
 
+def _step_flops(loss_fn, student, teacher, batch) -> int:
+    """FLOPs of one training step's forward and backward, as torch counts them (matmuls and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(student, teacher, batch).backward()
+    student.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def _matmul_flops_per_second(hidden: int, rows: int, seconds: float = 2.0) -> float:
+    """float32 GEMM rate of a (rows x hidden) @ (hidden x 4 hidden) product, the feed-forward layer's shape."""
+    import torch
+
+    a, b = torch.randn(rows, hidden), torch.randn(hidden, 4 * hidden)
+    for _ in range(3):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * rows * hidden * 4 * hidden * count / (time.perf_counter() - start)
+
+
 def main() -> None:
     import torch
 
@@ -61,9 +85,12 @@ def main() -> None:
 
     seconds = {name: 0.0 for name in losses}
     tokens = 0
+    flops = 0
     for i in range(args.steps + 2):
         batch = data.batch(batches[i])
         tokens += int(batch.source["attention_mask"].sum())
+        if i >= 2:
+            flops += _step_flops(losses["kd"], student, teacher, batch)
         # Alternate which method goes first, so neither always inherits a warm cache.
         for name, loss_fn in sorted(losses.items(), reverse=bool(i % 2)):
             start = time.perf_counter()
@@ -77,6 +104,12 @@ def main() -> None:
     pairs_timed = args.steps * args.batch_size
     for name in losses:
         print(f"{name}: {pairs_timed / seconds[name]:6.1f} pairs/s ({seconds[name] / args.steps:.3f} s/step)")
+    # The ceiling: this machine's float32 matmul rate (a GEMM of the model's own shapes, measured here)
+    # over the FLOPs a KD step does (counted by torch on the timed batches). No schedule beats it.
+    rate = _matmul_flops_per_second(student.hidden_size, args.batch_size * args.max_length)
+    per_pair = flops / pairs_timed
+    print(f"KD step: {per_pair / 1e9:.2f} GFLOP per pair (torch's count: student forward + backward, teacher "
+          f"forward); matmul peak here {rate / 1e9:.0f} GFLOP/s -> ceiling {rate / per_pair:.1f} pairs/s", flush=True)
     print(f"OT/KD step time ratio: {seconds['ot'] / seconds['kd']:.3f} "
           f"(mean {tokens / (args.steps + 2) / args.batch_size:.1f} foreign tokens per sentence)", flush=True)
 

@@ -84,6 +84,8 @@ def test_sweep_analysis_tables_and_plots(tmp_path):
     results = pd.DataFrame(rows, columns=["system", "collection", "lang", "group", "metric", "value"])
     table = sweep_table(results, student_axes(students, config.sweep))
     assert len(table) == 4
+    # rows (and so the plots' axes) keep the config's order of values, not the alphabet's
+    assert list(dict.fromkeys(table.backbone)) == ["small", "big"] and list(dict.fromkeys(table.method)) == ["kd", "ot"]
     small_kd = table[(table.backbone == "small") & (table.method == "kd")].iloc[0]
     assert small_kd["gap"] == pytest.approx(0.2) and small_kd["low"] == pytest.approx(0.3)
     big_ot = table[(table.backbone == "big") & (table.method == "ot")].iloc[0]

@@ -59,10 +59,14 @@ def sweep_table(results: pd.DataFrame, axes: pd.DataFrame) -> pd.DataFrame:
     wide.columns.name = None
     if {"high", "low"} <= set(wide.columns):
         wide["gap"] = wide["high"] - wide["low"]
-    return axes.merge(wide, on="system", how="right")
+    merged = axes.merge(wide, on="system", how="right")
+    # Students in the sweep's own order, so plots show axis values as the config lists them (e.g. by size).
+    position = {name: i for i, name in enumerate(axes["system"])}
+    return merged.sort_values("system", key=lambda names: names.map(position), kind="stable", ignore_index=True)
 
 
-def _line_plot(table: pd.DataFrame, x: str, y: str, hue: str | None, title: str, ylabel: str):
+def _line_plot(table: pd.DataFrame, x: str, y: str, hue: str | None, title: str, ylabel: str,
+               zero_line: bool = False):
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -71,7 +75,7 @@ def _line_plot(table: pd.DataFrame, x: str, y: str, hue: str | None, title: str,
     figure, axis = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     groups = table.groupby(hue, sort=True) if hue else [("", table)]
     numeric = pd.api.types.is_numeric_dtype(table[x])
-    categories = sorted(table[x].astype(str).unique())
+    categories = list(dict.fromkeys(table[x].astype(str)))  # first-appearance order: the config's
     for label, part in groups:
         part = part.sort_values(x)
         xs = part[x] if numeric else [categories.index(str(v)) for v in part[x]]
@@ -80,6 +84,8 @@ def _line_plot(table: pd.DataFrame, x: str, y: str, hue: str | None, title: str,
         axis.set_xticks(range(len(categories)), categories, rotation=20, ha="right")
     elif table[x].max() / max(table[x].min(), 1e-12) >= 8:
         axis.set_xscale("log")
+    if zero_line:
+        axis.axhline(0.0, color="grey", linewidth=0.8)
     axis.set_xlabel(x)
     axis.set_ylabel(ylabel)
     axis.set_title(title, fontsize=10)
@@ -119,7 +125,8 @@ def write_sweep_analysis(table: pd.DataFrame, axes: Sequence[str], metric: str, 
             if part[x].nunique() < 2:
                 continue
             key = [x] + ([hue] if hue else [])
-            summary = part.groupby(key, as_index=False)[[c for c in ("all", "low", "high", "gap") if c in part]].mean()
+            summary = part.groupby(key, as_index=False, sort=False)[
+                [c for c in ("all", "low", "high", "gap") if c in part]].mean()
             safe = x.replace(".", "_")
             written += _save(_line_plot(summary, x, "all", hue, f"{collection}: {metric} vs {x}", metric),
                              out_dir / f"{collection}-{metric}-vs-{safe}")
@@ -130,9 +137,11 @@ def write_sweep_analysis(table: pd.DataFrame, axes: Sequence[str], metric: str, 
         if {"method", "backbone"} <= set(axes):
             gain = part.pivot_table(index="backbone", columns="method", values="all")
             if {"ot", "kd"} <= set(gain.columns):
+                gain = gain.reindex(list(dict.fromkeys(part["backbone"])))
                 frame = (gain["ot"] - gain["kd"]).rename("ot_gain").reset_index()
                 written += _save(_line_plot(frame, "backbone", "ot_gain", None,
-                                            f"{collection}: OT − KD ({metric}) per backbone", f"Δ {metric}"),
+                                            f"{collection}: OT − KD ({metric}) per backbone", f"Δ {metric}",
+                                            zero_line=True),
                                  out_dir / f"{collection}-ot-gain-by-backbone")
     logger.info("sweep analysis: %d files in %s", len(written), out_dir)
     return written
