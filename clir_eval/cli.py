@@ -59,6 +59,7 @@ def models_provision() -> None:
 @app.command("run")
 def run_command(
     config: Path = typer.Argument(None, help="Study config (YAML); default: configs/default.yaml."),
+    full: bool = typer.Option(False, "--full", help="Run configs/full.yaml: all the bitext, more languages (hours on a CPU)."),
     output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Override the config's output_dir."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Step cache (default: $CLIR_EVAL_CACHE/steps)."),
 ) -> None:
@@ -70,11 +71,15 @@ def run_command(
     from rich.markdown import Markdown
 
     from clir_eval.collections.leakage import LeakageError
-    from clir_eval.experiment.config import load_config
+    from clir_eval.experiment.config import FULL_CONFIG, load_config
     from clir_eval.experiment.runner import run_study
     from clir_eval.experiment.schema import ConfigError
     from clir_eval.io import InputFileError
 
+    if full and config is not None:
+        _fail([f"give a CONFIG or --full, not both (--full runs {FULL_CONFIG})"])
+    if full:
+        config = FULL_CONFIG
     try:
         study = load_config(config, overrides={"output_dir": str(output_dir)} if output_dir else None)
         result = run_study(study, cache_root=cache_dir, command=shlex.join(["clir-eval", *sys.argv[1:]]))

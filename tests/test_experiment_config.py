@@ -98,3 +98,24 @@ def test_sweep_analysis_tables_and_plots(tmp_path):
     assert all(p.stat().st_size > 1000 for p in written if p.suffix == ".png")
     with pytest.raises(ValueError, match="metric 'map' is not in the sweep table"):
         write_sweep_analysis(table, ["method"], "map", tmp_path / "other")
+
+
+def test_cli_run_full_selects_the_full_config(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from clir_eval import cli
+    from clir_eval.experiment import runner
+
+    seen = []
+
+    def fake_run_study(config, cache_root=None, command=""):
+        seen.append(config)
+        raise RuntimeError("stopped")  # before any work: only the choice of config is under test
+
+    monkeypatch.setattr(runner, "run_study", fake_run_study)
+    result = CliRunner().invoke(cli.app, ["run", "--full", "-o", str(tmp_path / "out")])
+    assert isinstance(result.exception, RuntimeError) and str(result.exception) == "stopped"
+    assert seen[0].name == load_config(Path(__file__).parents[1] / "configs" / "full.yaml").name == "full"
+    assert str(seen[0].output_dir) == str(tmp_path / "out")
+    both = CliRunner().invoke(cli.app, ["run", "--full", "configs/default.yaml"])
+    assert both.exit_code == 2 and "not both" in both.output

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from clir_eval.experiment.schema import ConfigError, from_mapping, to_mapping
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+#: The default study on all the bitext and more languages (``clir-eval run --full``).
+FULL_CONFIG = DEFAULT_CONFIG.with_name("full.yaml")
 METHODS = ("kd", "ot", "contrastive", "kd+ot", "kd+contrastive")
 
 
