@@ -227,10 +227,14 @@ class _Tokenized:
         return dict(tokenizer.pad({k: [v[i] for i in indices] for k, v in data.items()}, pad_to_multiple_of=8,
                                   return_tensors="pt"))
 
+    def pad_target(self, indices: Sequence[int]) -> dict:
+        """The teacher's features of the English sides of ``indices`` (padded as in :meth:`batch`)."""
+        return self._pad(self.teacher_tok, self.target, indices)
+
     def batch(self, indices: Sequence[int]) -> DistillBatch:
         return DistillBatch(
             source=self._pad(self.student_tok, self.source, indices),
-            target=self._pad(self.teacher_tok, self.target, indices),
+            target=self.pad_target(indices),
             student_target=None if self.student_target is None else self._pad(self.student_tok, self.student_target,
                                                                               indices),
         )
@@ -254,7 +258,7 @@ class _TeacherCache:
         order = np.argsort(data.lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
-            target = data.batch(indices).target
+            target = data.pad_target(indices)
             out = teacher_outputs(teacher, target, layer)
             for row, (i, n) in enumerate(zip(indices, target["attention_mask"].sum(dim=1).tolist())):
                 self.sentence[i] = out["sentence_embedding"][row].clone()
@@ -542,17 +546,16 @@ def distill(
     _freeze(student, config)
     student.to(accelerator.device).train()
     loss_fn = build_loss(config.method, config.loss)
-    needs_student_target = loss_fn.needs().student_target
+    needs = loss_fn.needs()
 
-    train = _Tokenized(train_pairs, student, teacher, config.max_length, needs_student_target)
-    dev = _Tokenized(dev_pairs, student, teacher, config.max_length, needs_student_target) if dev_pairs else None
+    train = _Tokenized(train_pairs, student, teacher, config.max_length, needs.student_target)
+    dev = _Tokenized(dev_pairs, student, teacher, config.max_length, needs.student_target) if dev_pairs else None
     per_epoch = len(train_pairs) // config.batch_size
     total_steps = config.max_steps or config.epochs * (per_epoch // config.grad_accumulation)
     if total_steps < 1:
         raise ValueError(f"{per_epoch} batches per epoch is fewer than grad_accumulation={config.grad_accumulation}")
 
     passes = total_steps * config.grad_accumulation / per_epoch
-    needs = loss_fn.needs()
     teacher_cache = (_TeacherCache(teacher, train, needs.teacher_layer, needs.teacher_tokens)
                      if config.cache_teacher and passes > 1 else None)
 

@@ -15,11 +15,12 @@ whose record matches and rebuilds otherwise. Encoding can be split into contiguo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,24 @@ def _new_faiss_index(dim: int, config: DenseIndexConfig) -> Any:
     return index
 
 
+@contextlib.contextmanager
+def faiss_threads(threads: int) -> Iterator[None]:
+    """Run Faiss on ``threads`` OpenMP threads, then restore the previous count.
+
+    The count is process-wide and shared with torch (one libgomp): left changed, every later torch
+    encoder in the process runs on that many cores (a study's query encoding ran 2-3x slower after
+    its first one-thread dense search).
+    """
+    import faiss
+
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
 def _write_index(
     directory: Path, vectors: np.ndarray, docids: Sequence[str], config: DenseIndexConfig, meta: dict[str, Any]
 ) -> None:
@@ -160,12 +179,8 @@ def _write_index(
         if not docid or docid != docid.strip() or "\n" in docid or "\r" in docid:
             raise ValueError(f"docid {docid!r} cannot be stored one per line (empty, or has line breaks/edge spaces)")
     index = _new_faiss_index(vectors.shape[1], config)
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(config.build_threads)
-    try:
+    with faiss_threads(config.build_threads):
         index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    finally:
-        faiss.omp_set_num_threads(previous)
     faiss.write_index(index, str(directory / INDEX_FILE))
     with atomic_write(directory / DOCID_FILE) as handle:
         handle.writelines(f"{docid}\n" for docid in docids)
@@ -340,16 +355,9 @@ def search_dense(
         searcher.set_hnsw_ef_search(ef_search)
     if not qids:
         return {}
-    import faiss
-
-    # batch_search calls faiss.omp_set_num_threads(threads) and leaves it so. That OpenMP setting is
-    # process-wide and shared with torch (same libgomp): unrestored, every later encoder in this process
-    # runs on `threads` cores (a study's query encoding ran 2-3x slower after its first dense search).
-    previous = faiss.omp_get_max_threads()
-    try:
+    # batch_search calls faiss.omp_set_num_threads(threads) itself and leaves it so.
+    with faiss_threads(threads):
         found = searcher.batch_search(queries, qids, k=min(k, searcher.num_docs), threads=threads)
-    finally:
-        faiss.omp_set_num_threads(previous)
     return {qid: [(hit.docid, float(hit.score)) for hit in found[qid]] for qid in qids}
 
 
