@@ -45,7 +45,9 @@ def main() -> None:
 
     from clir_eval.collections.bitext import load_bitext
     from clir_eval.distill.losses import LossOptions, build_loss, match_dimensions
-    from clir_eval.distill.trainer import DistillConfig, _freeze, _Tokenized, distill, epoch_batches
+    from clir_eval.distill.data import TokenizedBitext, epoch_batches
+    from clir_eval.distill.start import freeze
+    from clir_eval.distill.trainer import DistillConfig, distill
     from clir_eval.models.sentence import SentenceEncoder
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -71,11 +73,11 @@ def main() -> None:
     config = DistillConfig(method="kd", student=args.student, teacher=args.teacher, max_length=args.max_length,
                            batch_size=args.batch_size, freeze_layers=args.freeze_layers)
     match_dimensions(student, teacher)
-    _freeze(student, config)
+    freeze(student, embeddings=config.freeze_embeddings, layers=config.freeze_layers, dropout=config.dropout)
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
-    data = _Tokenized(pairs, student, teacher, args.max_length, student_target=False)
+    data = TokenizedBitext(pairs, student, teacher, args.max_length, student_target=False)
     batches = epoch_batches(data.lengths, args.batch_size, seed=0, epoch=0, window=50)
     losses = {"kd": build_loss("kd", LossOptions()), "ot": build_loss("ot", LossOptions())}
     print(f"student {args.student}: {sum(p.numel() for p in params):,} of "

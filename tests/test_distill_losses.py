@@ -153,3 +153,68 @@ def test_names_and_options_are_validated():
         LossOptions(ot_epsilon=0)
     with pytest.raises(ValueError, match="repeat"):
         CombinedLoss([(OTLoss(student_layer=1), 1.0), (OTLoss(student_layer=2), 1.0)])
+
+
+def test_kd_english_through_student_adds_the_english_term(tiny_bert_dir, tiny_bert_dir_48):
+    """With English through the student, KD adds MSE(student(English), teacher(English)): non-zero for a student
+    that differs from the teacher."""
+    from clir_eval.distill.losses import DistillBatch, KDLoss, kd_from_embeddings, match_dimensions
+    from clir_eval.models.sentence import SentenceEncoder
+
+    teacher = SentenceEncoder.from_pretrained(str(tiny_bert_dir))
+    student = SentenceEncoder.from_pretrained(str(tiny_bert_dir_48))
+    match_dimensions(student, teacher)
+    foreign, english = ["paka leo", "pesa benki"], ["cat today", "money bank"]
+    batch = DistillBatch(source=student.tokenize(foreign), target=teacher.tokenize(english),
+                         student_target=student.tokenize(english))
+    with torch.no_grad():
+        plain = KDLoss(english_through_student=False)(student, teacher, batch)
+        both = KDLoss(english_through_student=True)(student, teacher, batch)
+        term = kd_from_embeddings(student(student.tokenize(english))["sentence_embedding"],
+                                  teacher(teacher.tokenize(english))["sentence_embedding"])
+    assert float(term) > 1e-4
+    torch.testing.assert_close(both - plain, term)
+
+
+def test_squared_euclidean_ot_bounds_the_pooled_distance():
+    """<P, C> with C = |x_i - y_j|^2 / s and uniform marginals is at least |mean x - mean y|^2 / s (Jensen): the
+    token loss pulls the mean-pooled embedding along."""
+    from clir_eval.distill.losses import ot_from_cost, sqeuclidean_cost
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 7, 16, generator=generator), torch.randn(4, 9, 16, generator=generator) + 0.5
+    mask_x, mask_y = torch.ones(4, 7, dtype=torch.bool), torch.ones(4, 9, dtype=torch.bool)
+    scale = torch.tensor(3.0)
+    _, result = ot_from_cost(sqeuclidean_cost(x, y, scale), mask_x, mask_y, epsilon=0.05, max_iter=5000, tol=1e-7)
+    pooled = ((x.mean(1) - y.mean(1)) ** 2).sum(-1) / scale
+    assert bool((result.value >= pooled - 1e-4).all()) and bool((result.value > pooled + 1e-2).any())
+
+
+def test_pooled_marginals_follow_the_tokens_share_in_the_mean():
+    from clir_eval.distill.losses import pooled_share
+
+    tokens = torch.tensor([[[1.0, 0.0], [1.0, 0.1], [-1.0, 0.0], [5.0, 5.0]]])
+    mask = torch.tensor([[True, True, True, False]])  # the last position is padding
+    share = pooled_share(tokens, mask)
+    torch.testing.assert_close(share.sum(1), torch.ones(1))
+    assert float(share[0, 3]) == 0.0  # padding carries no mass
+    assert float(share[0, 2]) < 0.01 < float(share[0, 0])  # a token pointing away from the mean hardly counts
+
+
+def test_ot_options_change_the_loss_and_bad_names_are_refused():
+    from clir_eval.distill.losses import Encoded, LossOptions, build_loss
+
+    generator = torch.Generator().manual_seed(1)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    encoded = Encoded(student={"token_embeddings": torch.randn(2, 5, 8, generator=generator), "attention_mask": mask,
+                               "sentence_embedding": torch.randn(2, 8, generator=generator)},
+                      teacher={"token_embeddings": torch.randn(2, 5, 8, generator=generator), "attention_mask": mask,
+                               "sentence_embedding": torch.randn(2, 8, generator=generator)})
+    values = {(cost, marginals): float(build_loss("ot", LossOptions(ot_cost=cost, ot_marginals=marginals))
+                                       .compute(encoded))
+              for cost in ("cosine", "sqeuclidean") for marginals in ("uniform", "pooled")}
+    assert len(set(values.values())) == 4
+    with pytest.raises(ValueError, match="ot_cost must be one of"):
+        LossOptions(ot_cost="euclid")
+    with pytest.raises(ValueError, match="ot_marginals must be one of"):
+        LossOptions(ot_marginals="idf")

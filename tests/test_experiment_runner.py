@@ -53,7 +53,16 @@ def test_a_study_writes_runs_leaderboards_report_and_manifest(study):
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["config"]["name"] == "tiny" and manifest["versions"]["torch"]
     assert {e["system"] for e in manifest["runs"]} == {"teacher", "oracle-dense", "bm25-oracle", "hybrid", "kd", "ot",
-                                                       "lr0.001", "lr0.01"}
+                                                       "lr0.001", "lr0.01", "student-init"}
+    # One untrained student (backbone + least-squares map) is the start of all four students, a system of its
+    # own and a baseline every trained student is tested against.
+    start = manifest["students"]["student-init"]
+    assert start["training_args"]["steps"] == 0 and start["training_args"]["start"]["fit_pairs"] == 24
+    assert all(manifest["students"][name]["training_args"]["config"]["student"] == start["path"]
+               for name in ("kd", "ot", "lr0.001", "lr0.01"))
+    assert [r.name for r in result.steps].count("students/student-init") == 1
+    assert manifest["baselines"] == ["teacher", "student-init"]
+    assert "student-init (b)" in (out / "leaderboards" / "ntrex-sw.md").read_text(encoding="utf-8")
     assert all(len(e["data_sha256"]) == 64 and e["command"].startswith("clir-eval search") for e in manifest["runs"])
     kd = manifest["students"]["kd"]["training_args"]
     assert kd and '"method": "kd"' in json.dumps(kd)

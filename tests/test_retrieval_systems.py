@@ -171,3 +171,33 @@ def test_psq_leakage_policy(tiny_world, monkeypatch):
         psq_bitext(collection, "sw", "test", SystemOptions(psq_bitext=(("leaky", "train"),), psq_leakage="error"))
     with pytest.raises(ValueError, match="no bitext for 'ha'"):
         psq_bitext(collection, "ha", "test", options)
+
+
+@pytest.mark.slow
+def test_a_student_run_scores_with_the_students_encoder(tiny_world, tmp_path):
+    """The scores of a ``student:`` run are the student's query vectors against the teacher's document vectors."""
+    import numpy as np
+    import torch
+
+    from clir_eval.collections.registry import load_collection
+    from clir_eval.models.sentence import SentenceEncoder
+    from clir_eval.retrieval.dense import read_vectors
+    from clir_eval.retrieval.runs import read_run_file
+    from clir_eval.retrieval.systems import run_system
+
+    torch.set_num_threads(1)
+    collection = load_collection(tiny_world["collection"])
+    indexes = IndexDirs.under(tmp_path / "cache")
+    options = SystemOptions(teacher=str(tiny_world["teacher"]))
+    runs = {spec: read_run_file(run_system(spec, collection, "sw", indexes=indexes, hits=12, options=options,
+                                           out_path=tmp_path / f"{system_name(spec)}.run")).run
+            for spec in (f"student:{tiny_world['student']}", "teacher")}
+    vectors, docids = read_vectors(indexes.dense_for(str(tiny_world["teacher"])))
+    topics = collection.topics("sw")
+    for spec, model in ((f"student:{tiny_world['student']}", tiny_world["student"]), ("teacher", tiny_world["teacher"])):
+        queries = SentenceEncoder.from_pretrained(str(model)).encode([t.text for t in topics])
+        for topic, query in zip(topics, queries):
+            expected = dict(zip(docids, (vectors @ query).tolist()))
+            got = runs[spec][topic.qid]
+            assert np.allclose([got[d] for d in got], [expected[d] for d in got], atol=1e-4), spec
+    assert runs[f"student:{tiny_world['student']}"] != runs["teacher"]

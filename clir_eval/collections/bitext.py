@@ -151,3 +151,4 @@ def load_bitext(source: str, lang: str, split: str) -> list[BitextPair]:
             )
         pairs.append(BitextPair(topic.text, english[topic.qid], lang, oracle, topic.qid))
     return pairs
+

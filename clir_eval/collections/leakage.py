@@ -131,3 +131,37 @@ def evaluation_topics(collections: Iterable[Collection], split: str = "test") ->
             for lang in collection.languages_in(split):
                 topics.extend(collection.topics(lang, split))
     return topics
+
+
+def drop_test_text(texts: Iterable[str], test_topics: Iterable[Topic], test_documents: Iterable[str]) -> list[str]:
+    """``texts`` without those that equal a test topic (any language) or occur in a test document.
+
+    For English text the initial map is fitted on: NTREX topics are sentences of its documents, so a sentence
+    of a test document is as much a test query as the topic itself. Comparison after :func:`normalize`;
+    a sentence occurs in a document when its normalised form is a substring of the document's.
+    """
+    topics = {normalize(topic.text) for topic in test_topics}
+    # One string with a separator that normalize() never leaves inside a sentence, so a match cannot span two
+    # documents.
+    documents = "\n".join(normalize(text) for text in test_documents)
+    kept, dropped = [], 0
+    for text in texts:
+        key = normalize(text)
+        if key in topics or (key and key in documents):
+            dropped += 1
+        else:
+            kept.append(text)
+    if dropped:
+        logger.info("dropped %d sentences that are test topics or sentences of test documents", dropped)
+    return kept
+
+
+def test_documents(collections: Iterable[Collection], split: str = "test") -> list[str]:
+    """The text (title and contents) of every document judged relevant in ``split`` of each collection."""
+    texts: list[str] = []
+    for collection in collections:
+        if split not in collection.splits:
+            continue
+        judged = {qrel.docid for qrel in collection.qrels(split) if qrel.relevance > 0}
+        texts.extend(f"{doc.title}\n{doc.contents}" for doc in collection.documents() if doc.docid in judged)
+    return texts

@@ -22,6 +22,7 @@ from clir_eval.distill.sinkhorn import SinkhornResult, sinkhorn
 logger = logging.getLogger(__name__)
 
 Features = dict[str, torch.Tensor]
+OT_MARGINALS = ("uniform", "pooled")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class LossOptions:
             (0 = embeddings; None = last layer).
         ot_include_special: let [CLS]/[SEP]/<s>/</s> take part in the alignment.
         ot_tau: None for balanced OT; a positive float relaxes the marginals into tau * KL terms.
+        ot_cost: ``cosine`` (1 - cos, in [0, 2]) or ``sqeuclidean`` (squared distance divided by the batch's
+            mean squared norm of the teacher's token states, so that epsilon keeps its scale).
+        ot_marginals: ``uniform`` over the real tokens, or ``pooled``: each token weighted by its share in its
+            sentence's mean-pooled embedding, max(<h_i, mean_j h_j>, 0) (plus a small floor), so that tokens
+            the pooled embedding hardly reads carry little mass.
         contrastive_temperature: InfoNCE temperature.
     """
 
@@ -50,6 +56,8 @@ class LossOptions:
     ot_teacher_layer: int | None = None
     ot_include_special: bool = False
     ot_tau: float | None = None
+    ot_cost: str = "cosine"
+    ot_marginals: str = "uniform"
     contrastive_weight: float = 1.0
     contrastive_temperature: float = 0.05
 
@@ -67,6 +75,10 @@ class LossOptions:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0 or None (last layer), got {value}")
+        if self.ot_cost not in OT_COSTS:
+            raise ValueError(f"ot_cost must be one of {list(OT_COSTS)}, got {self.ot_cost!r}")
+        if self.ot_marginals not in OT_MARGINALS:
+            raise ValueError(f"ot_marginals must be one of {list(OT_MARGINALS)}, got {self.ot_marginals!r}")
         if not self.contrastive_temperature > 0:
             raise ValueError(f"contrastive_temperature must be > 0, got {self.contrastive_temperature}")
 
@@ -228,6 +240,37 @@ def cosine_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 1.0 - torch.bmm(x, y.transpose(1, 2))
 
 
+def sqeuclidean_cost(x: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``(b, n, m)`` cost ||x_i - y_j||^2 / scale between ``(b, n, d)`` and ``(b, m, d)`` token states.
+
+    With this cost and uniform marginals, <P, C> bounds the squared distance of the mean-pooled embeddings from
+    above (Jensen: mean(x) - mean(y) = sum_ij P_ij (x_i - y_j)), so OT pulls the pooled embedding along.
+    """
+    y = y.to(x.dtype)
+    return torch.cdist(x, y).pow(2) / scale
+
+
+# Cost name -> function of (student tokens, teacher tokens, teacher real-token mask).
+OT_COSTS = {
+    "cosine": lambda x, y, mask: cosine_cost(x, y),
+    "sqeuclidean": lambda x, y, mask: sqeuclidean_cost(
+        x, y, y.detach().pow(2).sum(-1)[mask].mean().clamp(min=1e-12)),
+}
+
+
+def pooled_share(tokens: torch.Tensor, mask: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
+    """``(b, L)`` marginal: each real token's share max(<h_i, mean_j h_j>, 0) in its sentence's mean-pooled
+    embedding, plus ``floor`` times the uniform weight, normalised to 1 per sentence; 0 at masked positions."""
+    tokens = tokens.detach().float()
+    weight = mask.float()
+    mean = (tokens * weight[..., None]).sum(1) / weight.sum(1, keepdim=True).clamp(min=1.0)
+    share = torch.einsum("bld,bd->bl", tokens, mean).clamp(min=0.0) * weight
+    share = share / share.sum(1, keepdim=True).clamp(min=1e-12)
+    uniform = weight / weight.sum(1, keepdim=True).clamp(min=1.0)
+    mixed = share + floor * uniform
+    return mixed / mixed.sum(1, keepdim=True)
+
+
 def ot_from_cost(
     cost: torch.Tensor,
     mask_a: torch.Tensor,
@@ -237,15 +280,18 @@ def ot_from_cost(
     max_iter: int,
     tol: float,
     tau: float | None = None,
+    a: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, SinkhornResult]:
     """OPTICAL token-alignment loss: mean over pairs of <P_k, C_k>, P_k the entropic plan held constant.
 
-    P_k = Sinkhorn(C_k, uniform over real tokens, eps) (Cuturi 2013), so dL/dC_k = P_k / b
+    P_k = Sinkhorn(C_k, marginals ``a``/``b`` (default uniform over real tokens), eps) (Cuturi 2013), so
+    dL/dC_k = P_k / b
     (Huang et al. 2023, "Improving Cross-lingual Information Retrieval on Low-Resource Languages
     via Optimal Transport Distillation", WSDM).
     """
-    result = sinkhorn(cost, epsilon=epsilon, mask_a=mask_a, mask_b=mask_b, tau=tau, max_iter=max_iter, tol=tol,
-                      warn=False)
+    result = sinkhorn(cost, a, b, epsilon=epsilon, mask_a=mask_a, mask_b=mask_b, tau=tau, max_iter=max_iter,
+                      tol=tol, warn=False)
     return result.value.mean(), result
 
 
@@ -296,10 +342,11 @@ class KDLoss(DistillLoss):
 
 
 class OTLoss(DistillLoss):
-    """OPTICAL: <P, C> with C = 1 - cos(student tokens of foreign, teacher tokens of English), P by Sinkhorn."""
+    """OPTICAL: <P, C> with C a distance between student tokens of foreign and teacher tokens of English (1 - cos
+    by default), P the entropic plan by Sinkhorn."""
 
     name = "ot"
-    citation = "Huang, Zhang, Ao, Shen, Lin & Zhang, WSDM 2023, arXiv:2301.12566"
+    citation = "Huang, Yu & Allan, WSDM 2023, arXiv:2301.12566"
 
     def __init__(
         self,
@@ -310,12 +357,16 @@ class OTLoss(DistillLoss):
         teacher_layer: int | None = None,
         include_special: bool = False,
         tau: float | None = None,
+        cost: str = "cosine",
+        marginals: str = "uniform",
     ) -> None:
         super().__init__()
         # Validation is LossOptions' (one place lists every option and its range).
         options = LossOptions(ot_epsilon=epsilon, ot_max_iter=max_iter, ot_tol=tol, ot_student_layer=student_layer,
-                              ot_teacher_layer=teacher_layer, ot_include_special=include_special, ot_tau=tau)
+                              ot_teacher_layer=teacher_layer, ot_include_special=include_special, ot_tau=tau,
+                              ot_cost=cost, ot_marginals=marginals)
         self.epsilon, self.max_iter, self.tol, self.tau = epsilon, max_iter, tol, options.ot_tau
+        self.cost, self.marginals = cost, marginals
         self.student_layer, self.teacher_layer, self.include_special = student_layer, teacher_layer, include_special
         self.last_result: SinkhornResult | None = None
         self.unconverged = 0  # Sinkhorn calls that hit max_iter, reported by the trainer
@@ -325,17 +376,20 @@ class OTLoss(DistillLoss):
 
     def compute(self, encoded: Encoded) -> torch.Tensor:
         s, t = encoded.student, encoded.teacher
-        cost = cosine_cost(s["token_embeddings"], t["token_embeddings"])
-        loss, result = ot_from_cost(
-            cost, real_token_mask(s, self.include_special), real_token_mask(t, self.include_special),
-            epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol, tau=self.tau,
-        )
+        mask_s, mask_t = real_token_mask(s, self.include_special), real_token_mask(t, self.include_special)
+        cost = OT_COSTS[self.cost](s["token_embeddings"], t["token_embeddings"], mask_t)
+        a = b = None
+        if self.marginals == "pooled":
+            a, b = pooled_share(s["token_embeddings"], mask_s), pooled_share(t["token_embeddings"], mask_t)
+        loss, result = ot_from_cost(cost, mask_s, mask_t, epsilon=self.epsilon, max_iter=self.max_iter, tol=self.tol,
+                                    tau=self.tau, a=a, b=b)
         self.last_result = result
         self.unconverged += int(not result.converged)
         return loss
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon, "max_iter": self.max_iter, "tol": self.tol, "tau": self.tau,
+                "cost": self.cost, "marginals": self.marginals,
                 "student_layer": self.student_layer, "teacher_layer": self.teacher_layer,
                 "include_special": self.include_special}
 
@@ -411,7 +465,8 @@ def _kd(options: LossOptions) -> DistillLoss:
 def _ot(options: LossOptions) -> DistillLoss:
     return OTLoss(epsilon=options.ot_epsilon, max_iter=options.ot_max_iter, tol=options.ot_tol,
                   student_layer=options.ot_student_layer, teacher_layer=options.ot_teacher_layer,
-                  include_special=options.ot_include_special, tau=options.ot_tau)
+                  include_special=options.ot_include_special, tau=options.ot_tau, cost=options.ot_cost,
+                  marginals=options.ot_marginals)
 
 
 def _contrastive(options: LossOptions) -> DistillLoss:

@@ -139,14 +139,50 @@ class ExperimentConfig:
         return self.students + (expand_sweep(self.sweep) if self.sweep else ())
 
     @property
+    def starts(self) -> dict[str, tuple[StudentSpec, ...]]:
+        """The untrained students (``student-init``): name -> the students that train from that start.
+
+        A student from another backbone than the teacher starts from the backbone plus its least-squares map
+        into the teacher's space (:mod:`clir_eval.distill.start`); students whose fit reads the same text share
+        one start. It is a system of the study, so each trained student is tested against where it began. One
+        start is named ``student-init``; several are named ``<first student>-init``.
+        """
+        groups: dict[str, list[StudentSpec]] = {}
+        for spec in self.all_students:
+            key = start_key(spec, self.teacher)
+            if key is not None:
+                groups.setdefault(key, []).append(spec)
+        if len(groups) == 1:
+            return {"student-init": tuple(next(iter(groups.values())))}
+        return {f"{specs[0].name}-init": tuple(specs) for specs in groups.values()}
+
+    @property
     def all_systems(self) -> tuple[str, ...]:
-        """Listed systems plus ``student:<name>`` for every student not listed explicitly."""
+        """Listed systems, then ``student:<start>`` for each untrained student and ``student:<name>`` for every
+        student not listed explicitly."""
         listed = list(self.systems)
-        listed += [f"student:{s.name}" for s in self.all_students if f"student:{s.name}" not in listed]
+        generated = [f"student:{name}" for name in self.starts] + [f"student:{s.name}" for s in self.all_students]
+        listed += [system for system in generated if system not in listed]
         return tuple(listed)
 
     def to_dict(self) -> dict[str, Any]:
         return to_mapping(self)
+
+
+# Trainer options that decide a student's start (the others only change training).
+START_OPTIONS = ("projection", "projection_fit_pairs", "projection_fit_english", "max_length")
+
+
+def start_key(spec: StudentSpec, teacher: str) -> str | None:
+    """What a student's start depends on, as a string; None when it has no fitted start (a copy of the teacher,
+    or ``projection: never``)."""
+    projection = spec.options.get("projection", "auto")
+    if projection == "never" or (projection == "auto" and spec.backbone == teacher):
+        return None
+    fit_pairs = spec.options.get("projection_fit_pairs", 2000)
+    # Without pairs in the fit, the bitext budget and languages do not matter: only the English text does.
+    data = [spec.bitext, spec.languages, spec.max_pairs] if fit_pairs else [spec.bitext]
+    return repr([spec.backbone, teacher, data, [spec.options.get(k) for k in START_OPTIONS]])
 
 
 def _axis_label(axis: str, value: Any) -> str:

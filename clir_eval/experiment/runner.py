@@ -23,7 +23,7 @@ from typing import Any
 from clir_eval.collections.records import BitextPair
 from clir_eval.experiment import provenance
 from clir_eval.experiment.cache import StepCache, StepRecord, stable_hash
-from clir_eval.experiment.config import ExperimentConfig, StudentSpec
+from clir_eval.experiment.config import START_OPTIONS, ExperimentConfig, StudentSpec
 from clir_eval.experiment.schema import to_mapping
 from clir_eval.io import atomic_write, sha256_file
 
@@ -77,6 +77,7 @@ class StudyRunner:
         self.collections: dict[str, Any] = {}
         self._hashes: dict[Path, str] = {}
         self._model_hashes: dict[str, str] = {}
+        self._english: dict[tuple, list[str]] = {}
 
     # -- inputs ---------------------------------------------------------------------------------
     def load_collections(self) -> None:
@@ -129,27 +130,72 @@ class StudyRunner:
                                drop_leaking=self.config.leakage == "drop")
         return list(report.pairs)
 
-    # -- steps ----------------------------------------------------------------------------------
-    def student(self, spec: StudentSpec) -> Path:
-        """Distil one student (cached); returns its model directory."""
-        from clir_eval.distill.trainer import DistillConfig, distill
+    def english_text(self, sources: tuple[str, ...], count: int) -> list[str]:
+        """``count`` English sentences for the initial map (:func:`clir_eval.collections.english.english_pool`)."""
+        from clir_eval.collections.english import english_pool
+
+        key = (tuple(sources), count)
+        if key not in self._english:
+            self._english[key] = english_pool(sources, count, seed=self.config.seed,
+                                              test_collections=self.collections.values(),
+                                              allow_leakage=self.config.leakage == "allow")
+        return self._english[key]
+
+    def distill_config(self, spec: StudentSpec, start: Path | None = None) -> Any:
+        """The trainer's config of a student; it trains from ``start`` (its saved untrained student) when given."""
+        from clir_eval.distill.trainer import DistillConfig
         from clir_eval.experiment.schema import from_mapping
+
+        settings = {"seed": self.config.seed, **spec.options, "method": spec.method, "student": spec.backbone,
+                    "teacher": self.config.teacher}
+        if start is not None:
+            settings["student"] = str(start)
+        return from_mapping(DistillConfig, settings, where=f"students[{spec.name}]")
+
+    # -- steps ----------------------------------------------------------------------------------
+    def start(self, name: str, spec: StudentSpec) -> Path:
+        """The untrained student of ``spec`` (cached; shared by the students of one start): backbone + initial map."""
+        from clir_eval.distill.trainer import save_start
+
+        config = self.distill_config(spec)
+        train = self.bitext(spec.bitext, spec.languages, "train", spec.max_pairs)[: config.projection_fit_pairs]
+        english = self.english_text(spec.bitext, config.projection_fit_english)
+        inputs = {"version": STEP_VERSION, "student": config.student, "teacher": config.teacher,
+                  "options": {k: getattr(config, k) for k in START_OPTIONS}, "fit_sha256": pairs_sha256(train),
+                  "english_sha256": stable_hash(english, length=64), "english": len(english)}
+        logger.info("%s: %s + least-squares map on %d pairs and %d English sentences", name, config.student,
+                    len(train), len(english))
+        return self.cache.run("students", name, inputs, lambda out: save_start(config, train, english, out))
+
+    def student(self, spec: StudentSpec, start: Path | None = None) -> Path:
+        """Distil one student (cached) from ``start`` (its untrained student, if it has one); returns its directory."""
+        from clir_eval.distill.trainer import distill
 
         train = self.bitext(spec.bitext, spec.languages, "train", spec.max_pairs)
         dev = self.bitext(spec.bitext, spec.languages, "dev", self.config.dev_pairs)
-        settings = {"seed": self.config.seed, **spec.options, "method": spec.method, "student": spec.backbone,
-                    "teacher": self.config.teacher}
-        config = from_mapping(DistillConfig, settings, where=f"students[{spec.name}]")
+        config = self.distill_config(spec, start)
         inputs = {"version": STEP_VERSION, "distill": to_mapping(config), "train_sha256": pairs_sha256(train),
                   "dev_sha256": pairs_sha256(dev), "train_pairs": len(train), "dev_pairs": len(dev)}
         logger.info("student %s: %s on %d %s pairs (%d dev)", spec.name, spec.method, len(train),
                     "+".join(spec.languages), len(dev))
+
         def build(out: Path) -> None:
             distill(config, train, dev, out)
             # Checkpoints only serve to resume this very directory, which is renamed when complete.
             shutil.rmtree(Path(f"{out}.checkpoints"), ignore_errors=True)
 
         return self.cache.run("students", spec.name, inputs, build)
+
+    def students(self) -> dict[str, Path]:
+        """Every untrained and trained student of the study, by system name (starts first)."""
+        found: dict[str, Path] = {}
+        start_of: dict[str, Path] = {}
+        for name, specs in self.config.starts.items():
+            found[name] = self.start(name, specs[0])
+            start_of.update({spec.name: found[name] for spec in specs})
+        for spec in self.config.all_students:
+            found[spec.name] = self.student(spec, start_of.get(spec.name))
+        return found
 
     def system_options(self, students: dict[str, Path]) -> Any:
         from clir_eval.experiment.schema import from_mapping
@@ -223,7 +269,7 @@ class StudyRunner:
 
             torch.set_num_threads(self.config.threads)
         self.load_collections()
-        students = {spec.name: self.student(spec) for spec in self.config.all_students}
+        students = self.students()
         options = self.system_options(students)
 
         runs_root = self.output_dir / RUNS_DIR
@@ -292,7 +338,9 @@ class StudyRunner:
             "git_commit": provenance.git_commit(),
             "command": self.command or "clir-eval run",
             "metrics": list(config.evaluation.metrics),
-            "baselines": list(config.evaluation.baselines),
+            # Every trained student is tested against its start, whether or not the config lists it.
+            "baselines": list(config.evaluation.baselines) + [name for name in config.starts
+                                                              if name not in config.evaluation.baselines],
             "oracle": oracle,
             "upper_bounds": [system for system in config.all_systems if _is_upper_bound(system)],
             "language_groups": groups,

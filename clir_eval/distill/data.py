@@ -1,0 +1,137 @@
+"""Bitext as the trainer reads it: tokenised once, cut into length-bucketed batches, teacher outputs cached.
+
+The data order is a pure function of ``(seed, epoch)`` (:func:`epoch_batches`), so a checkpoint only
+stores the micro-batch counter and a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+from clir_eval.collections.records import BitextPair
+from clir_eval.distill.losses import DistillBatch
+
+
+def bitext_sha256(pairs: Sequence[BitextPair]) -> str:
+    """SHA-256 over the pairs in order (one JSON array per pair), tracing a student to its exact data."""
+    digest = hashlib.sha256()
+    for pair in pairs:
+        digest.update(json.dumps(list(pair), ensure_ascii=False).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, window: int) -> list[np.ndarray]:
+    """Length-bucketed batches of indices for one epoch, all of exactly ``batch_size``.
+
+    Shuffle, drop the remainder (so every step has the same global batch), sort windows of
+    ``window`` batches by length, cut into batches, shuffle the batches. Deterministic in (seed, epoch).
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))[: len(lengths) // batch_size * batch_size]
+    batches = []
+    span = batch_size * window
+    for start in range(0, len(order), span):
+        chunk = order[start : start + span]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def mark_prefix(encoded: dict[str, list], tokenizer: Any, prefix: str) -> None:
+    """Count the tokens of a query prefix (E5's ``query: ``) as special tokens in ``special_tokens_mask``.
+
+    The prefix has no counterpart in the English sentence, so token alignment (OT) leaves it out like
+    [CLS]/[SEP]; sentences whose first tokens are not the prefix's own (a tokenizer that merges it with the
+    first word) are left as they are.
+    """
+    ids = tokenizer(prefix.strip(), add_special_tokens=False)["input_ids"]
+    if not ids:
+        return
+    for input_ids, special in zip(encoded["input_ids"], encoded["special_tokens_mask"]):
+        start = next((i for i, flag in enumerate(special) if not flag), None)
+        if start is not None and input_ids[start : start + len(ids)] == ids:
+            special[start : start + len(ids)] = [1] * len(ids)
+
+
+class TokenizedBitext:
+    """Bitext tokenised once (no padding); ``batch(indices)`` pads a DistillBatch."""
+
+    def __init__(self, pairs: Sequence[BitextPair], student: Any, teacher: Any, max_length: int,
+                 student_target: bool) -> None:
+        def encode(model: Any, texts: list[str]) -> dict[str, list]:
+            prefix = model.config.query_prefix
+            encoded = dict(model.tokenizer([prefix + t for t in texts] if prefix else texts, truncation=True,
+                                           max_length=max_length, return_special_tokens_mask=True))
+            if prefix:
+                mark_prefix(encoded, model.tokenizer, prefix)
+            return encoded
+
+        self.student_tok, self.teacher_tok = student.tokenizer, teacher.tokenizer
+        self.source = encode(student, [p.source for p in pairs])
+        self.target = encode(teacher, [p.target for p in pairs])
+        self.student_target = encode(student, [p.target for p in pairs]) if student_target else None
+        self.lengths = np.array([max(len(a), len(b)) for a, b in
+                                 zip(self.source["input_ids"], self.target["input_ids"])], dtype=np.int64)
+
+    @staticmethod
+    def _pad(tokenizer: Any, data: dict[str, list], indices: Sequence[int]) -> dict:
+        # Lengths rounded up to a multiple of 8: few distinct shapes, so CPU kernels (oneDNN)
+        # reuse their prepared primitives instead of re-creating them for every new length.
+        return dict(tokenizer.pad({k: [v[i] for i in indices] for k, v in data.items()}, pad_to_multiple_of=8,
+                                  return_tensors="pt"))
+
+    def pad_target(self, indices: Sequence[int]) -> dict:
+        """The teacher's features of the English sides of ``indices`` (padded as in :meth:`batch`)."""
+        return self._pad(self.teacher_tok, self.target, indices)
+
+    def batch(self, indices: Sequence[int]) -> DistillBatch:
+        return DistillBatch(
+            source=self._pad(self.student_tok, self.source, indices),
+            target=self.pad_target(indices),
+            student_target=None if self.student_target is None else self._pad(self.student_tok, self.student_target,
+                                                                              indices),
+        )
+
+
+class TeacherCache:
+    """The frozen teacher's outputs for every training pair, computed once before training.
+
+    Computed in a fixed order (length-sorted batches), so a resumed run rebuilds exactly the same cache.
+    Only what the loss reads is kept: the sentence embedding, and for token-level losses the token states of
+    the real (unpadded) positions; masks come from each batch's own features.
+    """
+
+    def __init__(self, teacher: Any, data: TokenizedBitext, layer: int | None, tokens: bool,
+                 batch_size: int = 64) -> None:
+        from clir_eval.distill.losses import teacher_outputs
+
+        self.tokens = tokens
+        self.sentence: list[Any] = [None] * len(data.lengths)
+        self.states: list[Any] = [None] * len(data.lengths)
+        order = np.argsort(data.lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            target = data.pad_target(indices)
+            out = teacher_outputs(teacher, target, layer)
+            for row, (i, n) in enumerate(zip(indices, target["attention_mask"].sum(dim=1).tolist())):
+                self.sentence[i] = out["sentence_embedding"][row].clone()
+                if tokens:
+                    self.states[i] = out["token_embeddings"][row, :n].clone()
+
+    def outputs(self, target: dict, indices: Sequence[int]) -> dict:
+        """The teacher's outputs for a batch of pairs, padded like ``target`` (the batch's teacher features)."""
+        import torch
+
+        first = self.sentence[indices[0]]
+        out = {k: v.to(first.device) for k, v in target.items() if k in ("attention_mask", "special_tokens_mask")}
+        out["sentence_embedding"] = torch.stack([self.sentence[i] for i in indices])
+        if self.tokens:
+            states = first.new_zeros((len(indices), target["input_ids"].shape[1], first.shape[-1]))
+            for row, (i, n) in enumerate(zip(indices, target["attention_mask"].sum(dim=1).tolist())):
+                states[row, :n] = self.states[i]
+            out["token_embeddings"] = states
+        return out
