@@ -555,17 +555,31 @@ def distill_command(
         train = load_bitext(bitext, lang, train_split)
         train = train[:max_pairs] if max_pairs else train
         dev = load_bitext(bitext, lang, dev_split)[:max_dev_pairs] if dev_split else []
+        english = _english_for_start(bitext, config)
     except (InputFileError, KeyError, ValueError) as exc:
         _fail(_error_lines(exc))
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    result = distill(config, train, dev, out, resume=resume)
+    result = distill(config, train, dev, out, resume=resume, english=english)
     console = Console()
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.dev_metrics.items())
     console.print(f"student saved to {result.student_dir} after {result.steps} steps "
                   f"({result.pairs_per_second:.1f} pairs/s); {metrics}", highlight=False, soft_wrap=True)
+
+
+def _english_for_start(bitext: str, config: object) -> list[str]:
+    """English sentences for the start's map (``projection_fit_english`` of them): the English sides of the train
+    splits of ``bitext``, without any test topic or test-document sentence of the built-in collections."""
+    from clir_eval.collections.english import english_pool
+    from clir_eval.collections.registry import list_collections, load_collection
+
+    count = getattr(config, "projection_fit_english")
+    if not count:
+        return []
+    return english_pool([bitext], count, seed=getattr(config, "seed"),
+                        test_collections=[load_collection(name) for name in list_collections()])
 
 
 def main() -> None:

@@ -311,3 +311,18 @@ def test_the_query_prefix_counts_as_special_tokens_for_alignment(tiny_bert_dir):
     assert tokens == ["[CLS]", "the", "cat", "paka", "leo", "[SEP]"]
     assert data.source["special_tokens_mask"][0] == [1, 1, 1, 0, 0, 1]
     assert data.target["special_tokens_mask"][0] == [1, 0, 0, 1]
+
+
+def test_frozen_layers_compute_the_same_states_at_every_step(tiny_bert_dir):
+    """Frozen modules run without dropout in training mode (their output can be computed once); the trained layer
+    above keeps its dropout."""
+    from clir_eval.distill.start import freeze
+
+    student = SentenceEncoder.from_pretrained(str(tiny_bert_dir))
+    freeze(student, embeddings=True, layers=1, dropout=True)
+    student.train()
+    features = student.tokenize(["paka leo na mbwa", "pesa benki"])
+    first, second = (student.backbone(**{k: features[k] for k in ("input_ids", "attention_mask")},
+                                      output_hidden_states=True).hidden_states for _ in range(2))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert not torch.equal(first[2], second[2])

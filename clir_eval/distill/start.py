@@ -38,15 +38,19 @@ def transformer_layers(backbone: Any) -> Any:
 def freeze(student: Any, *, embeddings: bool, layers: int, dropout: bool) -> None:
     """Freeze the embedding module and the lowest ``layers`` blocks; ``dropout=False`` zeroes every dropout.
 
-    Frozen blocks get no gradient and no optimizer state; their dropout still runs in training mode.
+    Frozen modules get no gradient, no optimizer state and no dropout: they compute what they compute at
+    inference, so their output for a sentence is the same at every step and can be computed once (the shared
+    trunk of :mod:`clir_eval.distill.data`).
     """
     import torch
 
+    frozen: list[Any] = []
     if embeddings:
         student.backbone.get_input_embeddings().weight.requires_grad_(False)
         module = getattr(student.backbone, "embeddings", None)
         if isinstance(module, torch.nn.Module):
             module.requires_grad_(False)
+            frozen.append(module)
     pooler = getattr(student.backbone, "pooler", None)
     if isinstance(pooler, torch.nn.Module):
         # BERT's pooler head is never used (the encoder pools itself): no gradient, no optimizer
@@ -58,8 +62,9 @@ def freeze(student: Any, *, embeddings: bool, layers: int, dropout: bool) -> Non
             raise ValueError(f"freeze_layers={layers} but the student has {len(blocks)} layers")
         for block in blocks[:layers]:
             block.requires_grad_(False)
-    if not dropout:
-        for module in student.modules():
+            frozen.append(block)
+    for root in [student] if not dropout else frozen:
+        for module in root.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0  # BERT-style attention reads dropout.p, so this also disables attention dropout
 
