@@ -21,6 +21,8 @@ from clir_eval.io import atomic_directory
 from clir_eval.models.loading import load_transformer
 from clir_eval.models.pooling import pool
 from clir_eval.models.registry import ENCODER_CONFIG_NAME, EncoderConfig, ModelSpec, resolve_model
+from clir_eval.models.trunk import plan as trunk_plan
+from clir_eval.models.trunk import register as register_trunk
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class SentenceEncoder(nn.Module):
         self.config = config
         self.projection = projection
         self.name = name
+        register_trunk(self)  # encoders alive together may share their frozen lower layers (models.trunk)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -158,10 +161,7 @@ class SentenceEncoder(nn.Module):
             ``token_embeddings`` (b, L, d), ``attention_mask`` (b, L), ``special_tokens_mask``
             (b, L) when given, and ``sentence_embedding`` (b, d), L2-normalised if configured.
         """
-        device = self.device
-        model_inputs = {
-            k: v.to(device) for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")
-        }
+        model_inputs = self._model_inputs(features)
         outputs = self.backbone(**model_inputs, output_hidden_states=output_layer is not None, return_dict=True)
         last = outputs.last_hidden_state
         tokens = outputs.hidden_states[output_layer] if output_layer is not None else last
@@ -169,13 +169,22 @@ class SentenceEncoder(nn.Module):
             last = self.projection(last)
             tokens = self.projection(tokens) if output_layer is not None else last
         mask = model_inputs["attention_mask"]
-        sentence = pool(last, mask, self.config.pooling)
-        if self.config.normalize:
-            sentence = nn.functional.normalize(sentence, p=2, dim=-1)
+        sentence = self._sentence_embedding(last, mask)
         result = {"token_embeddings": tokens, "attention_mask": mask, "sentence_embedding": sentence}
         if "special_tokens_mask" in features:
-            result["special_tokens_mask"] = features["special_tokens_mask"].to(device)
+            result["special_tokens_mask"] = features["special_tokens_mask"].to(mask.device)
         return result
+
+    def _model_inputs(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        device = self.device
+        return {k: v.to(device) for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def _sentence_embedding(self, projected: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pool (projected) last-layer token states ``(b, L, d)`` into ``(b, d)``, normalised if configured."""
+        sentence = pool(projected, mask, self.config.pooling)
+        if self.config.normalize:
+            sentence = nn.functional.normalize(sentence, p=2, dim=-1)
+        return sentence
 
     # -- inference ------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -184,7 +193,9 @@ class SentenceEncoder(nn.Module):
     ) -> np.ndarray:
         """Embed texts in length-sorted batches (little padding); returns float32 ``(n, dim)`` in input order.
 
-        Only one batch of token states is alive at a time.
+        Only one batch of token states is alive at a time. Encoders alive in this process (or seen
+        encoding before) whose lower layers are identical to this one's share those layers' states
+        through :mod:`clir_eval.models.trunk`: the results are byte-identical to a separate run.
         """
         texts = list(texts)
         if not texts:
@@ -202,6 +213,7 @@ class SentenceEncoder(nn.Module):
 
             batches = track(batches, description=f"encoding {len(texts)} {role} texts", transient=True)
         try:
+            trunk = trunk_plan(self)  # after eval(): dropout off is what makes states shareable
             for start in batches:
                 idx = order[start : start + batch_size]
                 # Lengths rounded up to a multiple of 8: few distinct shapes, so CPU kernels (oneDNN) reuse
@@ -210,7 +222,11 @@ class SentenceEncoder(nn.Module):
                     {k: [encoded[k][i] for i in idx] for k in encoded.keys()}, return_tensors="pt",
                     pad_to_multiple_of=8,
                 )
-                emb = self.forward(dict(batch))["sentence_embedding"]
+                inputs = self._model_inputs(dict(batch))
+                last = trunk.last_hidden_state(inputs)
+                if self.projection is not None:
+                    last = self.projection(last)
+                emb = self._sentence_embedding(last, inputs["attention_mask"])
                 out[idx] = emb.float().cpu().numpy()
         finally:
             self.train(was_training)
