@@ -326,3 +326,35 @@ def test_frozen_layers_compute_the_same_states_at_every_step(tiny_bert_dir):
                                       output_hidden_states=True).hidden_states for _ in range(2))
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert not torch.equal(first[2], second[2])
+
+
+@pytest.mark.parametrize("method, english", [("kd", True), ("kd+ot", False)])
+def test_a_shared_trunk_trains_the_same_weights(tiny_bert_dir, tiny_bert_dir_48, tmp_path, method, english):
+    """Frozen lower layers run once (``share_trunk``): the weights equal a run that recomputes them at every step,
+    to float rounding (the trunk's states are padded to other lengths); a second student on the same pairs
+    reuses the states without running the trunk."""
+    import clir_eval.distill.data as data
+
+    def run(name: str, share: bool) -> dict[str, torch.Tensor]:
+        config = _config(tiny_bert_dir_48, tiny_bert_dir, method=method, freeze_layers=1, share_trunk=share,
+                         checkpoint_every=0, eval_every=0, loss={"ot_epsilon": 0.1,
+                                                                 "kd_english_through_student": english})
+        return _weights(distill(config, TRAIN, DEV, tmp_path / name, show_progress=False).student_dir)
+
+    data._SHARED.clear()
+    computed = []
+    original = data.TrunkStates.__init__
+    data.TrunkStates.__init__ = lambda self, *a, **kw: (computed.append(1), original(self, *a, **kw))[1]
+    try:
+        plain, shared = run("plain", False), run("shared", True)
+        assert len(computed) == 1  # the shared run computed the trunk's states once
+        again = run("again", True)
+        assert len(computed) == 1  # ... and the next student reused them
+    finally:
+        data.TrunkStates.__init__ = original
+    start = _weights(tiny_bert_dir_48)
+    moved = max(float((plain[k] - start[k]).abs().max()) for k in plain if k in start)
+    assert moved > 1e-3
+    for k in plain:
+        torch.testing.assert_close(shared[k], plain[k], atol=moved * 1e-3, rtol=1e-4)
+    assert all(torch.equal(again[k], shared[k]) for k in shared)

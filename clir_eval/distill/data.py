@@ -135,3 +135,77 @@ class TeacherCache:
                 states[row, :n] = self.states[i]
             out["token_embeddings"] = states
         return out
+
+
+class TrunkStates:
+    """The student's frozen trunk (embeddings + lowest ``depth`` layers) run once over every training sentence.
+
+    Frozen modules run without dropout (:func:`clir_eval.distill.start.freeze`), so their output for a sentence
+    is the same at every step: the trainer feeds these states to the layers above instead of running the trunk
+    again, in every epoch and for every student of the process trained from the same start on the same
+    sentences (:func:`shared_trunk`). Rows are kept unpadded (``(n_tokens, hidden)`` per sentence) and padded
+    into each batch's shape; padded positions get zeros, which the attention mask hides.
+    """
+
+    def __init__(self, student: Any, data: TokenizedBitext, depth: int, batch_size: int = 64) -> None:
+        self.depth = depth
+        self.source = _trunk_rows(student, data.student_tok, data.source, depth, batch_size)
+        self.student_target = (None if data.student_target is None else
+                                _trunk_rows(student, data.student_tok, data.student_target, depth, batch_size))
+
+    @property
+    def nbytes(self) -> int:
+        rows = self.source + (self.student_target or [])
+        return sum(row.numel() * row.element_size() for row in rows)
+
+    def attach(self, features: dict, indices: Sequence[int], target: bool = False) -> None:
+        """Add ``trunk_states`` (padded like ``features``) and ``trunk_depth`` to a batch's student features."""
+        rows = self.student_target if target else self.source
+        if rows is None:
+            raise ValueError("the trunk holds no English-through-student states")
+        first = rows[indices[0]]
+        states = first.new_zeros((len(indices), features["input_ids"].shape[1], first.shape[-1]))
+        for row, i in enumerate(indices):
+            states[row, : len(rows[i])] = rows[i]
+        features["trunk_states"] = states
+        features["trunk_depth"] = self.depth
+
+
+def _trunk_rows(student: Any, tokenizer: Any, encoded: dict[str, list], depth: int, batch_size: int) -> list[Any]:
+    import torch
+
+    from clir_eval.models.trunk import states_at
+
+    lengths = np.array([len(ids) for ids in encoded["input_ids"]])
+    rows: list[Any] = [None] * len(lengths)
+    order = np.argsort(lengths, kind="stable")
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            batch = TokenizedBitext._pad(tokenizer, encoded, indices)
+            inputs = {k: v.to(student.device) for k, v in batch.items()
+                      if k in ("input_ids", "attention_mask", "token_type_ids")}
+            states = states_at(student.backbone, depth, inputs)
+            for row, i in enumerate(indices):
+                rows[i] = states[row, : lengths[i]].clone()
+    return rows
+
+
+# The last trunk computed in this process, by the trunk's weights (models.trunk chain) and the exact token ids:
+# the students of a study trained from one start on the same pairs share it (one entry: a trunk of all LAFAND
+# is a few GB).
+_SHARED: dict[str, TrunkStates] = {}
+
+
+def shared_trunk(student: Any, data: TokenizedBitext, depth: int) -> TrunkStates:
+    """The :class:`TrunkStates` of ``student`` over ``data``, computed once per process for equal trunks."""
+    from clir_eval.models.trunk import trunk_chain
+
+    ids = hashlib.sha256(json.dumps([data.source["input_ids"],
+                                     data.student_target["input_ids"] if data.student_target else None])
+                         .encode()).hexdigest()
+    key = f"{trunk_chain(student)[depth]}:{ids}"
+    if key not in _SHARED:
+        _SHARED.clear()
+        _SHARED[key] = TrunkStates(student, data, depth)
+    return _SHARED[key]

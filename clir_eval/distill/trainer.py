@@ -30,7 +30,7 @@ import numpy as np
 
 from clir_eval.collections.records import BitextPair
 from clir_eval.distill import checkpoints as ckpt
-from clir_eval.distill.data import TeacherCache, TokenizedBitext, bitext_sha256, epoch_batches
+from clir_eval.distill.data import TeacherCache, TokenizedBitext, bitext_sha256, epoch_batches, shared_trunk
 from clir_eval.distill.losses import LOSS_METHODS, LossOptions, build_loss, encode_batch
 from clir_eval.distill.start import fit_projection, freeze, wants_projection
 
@@ -81,6 +81,11 @@ class DistillConfig:
             English text keeps the backbone's own cross-lingual alignment (see :mod:`clir_eval.distill.start`).
         projection_fit_pairs, projection_fit_english: how many training pairs and English sentences the fit
             reads (the first ones given); 0 leaves that part out.
+        share_trunk: with the embeddings and ``freeze_layers`` > 0 frozen, run those frozen lower layers once
+            over the training sentences and feed their states to the layers above at every step (their output
+            never changes: frozen modules run without dropout); students of one process trained from the same
+            start on the same pairs share them. The weights equal those of a run without it up to float
+            rounding (tested).
         cache_teacher: when training sees a pair more than once (several epochs), compute the frozen
             teacher's outputs of every pair once before training and keep them in memory. Token-level
             losses (OT) keep the English token states: about ``4 * dim`` bytes per English token.
@@ -112,6 +117,7 @@ class DistillConfig:
     projection: str = "auto"
     projection_fit_pairs: int = 2000
     projection_fit_english: int = 0
+    share_trunk: bool = True
     cache_teacher: bool = True
     loss: LossOptions = field(default_factory=LossOptions)
 
@@ -297,6 +303,17 @@ def _progress(config: DistillConfig, show: bool, total: int, done: int) -> tuple
     return progress, progress.add_task("distill", total=total, completed=done, method=config.method, info="")
 
 
+def _shares_trunk(config: DistillConfig, student: Any, needs: Any) -> bool:
+    """Whether the frozen lower layers can run once (:class:`clir_eval.distill.data.TrunkStates`)."""
+    from clir_eval.models.trunk import has_trunk
+
+    if not (config.share_trunk and config.freeze_embeddings and config.freeze_layers):
+        return False
+    if needs.student_layer is not None and needs.student_layer < config.freeze_layers:
+        return False  # OT reads token states inside the trunk
+    return has_trunk(student.backbone)
+
+
 def _resume(ckpt_dir: Path, world: int, rank: int, config: DistillConfig, train_pairs: Sequence[BitextPair],
             unwrapped: Any, optimizer: Any, scheduler: Any, state: ckpt.TrainState) -> int:
     """Load the newest checkpoint into the model, optimizer, scheduler and ``state``; returns its step (0: none)."""
@@ -390,6 +407,7 @@ def distill(
     passes = total_steps * config.grad_accumulation / per_epoch
     teacher_cache = (TeacherCache(teacher, train, needs.teacher_layer, needs.teacher_tokens)
                      if config.cache_teacher and passes > 1 else None)
+    trunk = shared_trunk(student, train, config.freeze_layers) if _shares_trunk(config, student, needs) else None
 
     params = [p for p in student.parameters() if p.requires_grad]
     n_trainable, n_total = sum(p.numel() for p in params), sum(p.numel() for p in student.parameters())
@@ -427,6 +445,10 @@ def distill(
             cached_epoch = epoch
         local = batches[index][rank * local_size : (rank + 1) * local_size]
         batch = train.batch(local)
+        if trunk is not None:
+            trunk.attach(batch.source, local)
+            if batch.student_target is not None:
+                trunk.attach(batch.student_target, local, target=True)
         if teacher_cache is not None:
             batch.teacher_outputs = teacher_cache.outputs(batch.target, [int(i) for i in local])
         return batch

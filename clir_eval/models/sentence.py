@@ -152,7 +152,9 @@ class SentenceEncoder(nn.Module):
         """Encode tokenised features.
 
         Args:
-            features: from :meth:`tokenize` (moved to this model's device here).
+            features: from :meth:`tokenize` (moved to this model's device here); may carry ``trunk_states``
+                ``(b, L, hidden)`` and ``trunk_depth``: the hidden states after the lowest ``trunk_depth``
+                layers, which are then not run again.
             output_layer: take token states from this hidden layer (``hidden_states`` index,
                 0 = embeddings) instead of the last one; the sentence embedding always comes
                 from the last layer.
@@ -162,9 +164,20 @@ class SentenceEncoder(nn.Module):
             (b, L) when given, and ``sentence_embedding`` (b, d), L2-normalised if configured.
         """
         model_inputs = self._model_inputs(features)
-        outputs = self.backbone(**model_inputs, output_hidden_states=output_layer is not None, return_dict=True)
+        trunk = features.get("trunk_states")
+        if trunk is None:
+            outputs = self.backbone(**model_inputs, output_hidden_states=output_layer is not None, return_dict=True)
+            depth = 0
+        else:  # the frozen lower layers' states, computed once (clir_eval.distill.data.TrunkStates)
+            from clir_eval.models.trunk import resume
+
+            depth = int(features["trunk_depth"])
+            if output_layer is not None and output_layer < depth:
+                raise ValueError(f"output_layer {output_layer} lies inside the precomputed trunk (depth {depth})")
+            outputs = resume(self.backbone, depth, trunk.to(self.device), model_inputs,
+                             output_hidden_states=output_layer is not None)
         last = outputs.last_hidden_state
-        tokens = outputs.hidden_states[output_layer] if output_layer is not None else last
+        tokens = outputs.hidden_states[output_layer - depth] if output_layer is not None else last
         if self.projection is not None:
             last = self.projection(last)
             tokens = self.projection(tokens) if output_layer is not None else last

@@ -392,3 +392,30 @@ def plan(encoder: Any) -> TrunkPlan:
     if store:
         logger.debug("trunk: %s stores its states at depths %s", getattr(encoder, "name", "encoder"), store)
     return TrunkPlan(encoder, me.chain, tuple(store), cache)
+
+
+# -- the trunk in training ---------------------------------------------------------------------------------
+def states_at(backbone: nn.Module, depth: int, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``(b, L, h)`` hidden states after the embeddings and the first ``depth`` layers (the backbone's own
+    forward over its lowest layers, so masks are built as in a full run)."""
+    encoder = backbone.encoder
+    layers = encoder.layer
+    encoder.layer = nn.ModuleList(list(layers)[:depth])
+    try:
+        return backbone(**inputs, return_dict=True).last_hidden_state
+    finally:
+        encoder.layer = layers
+
+
+def resume(backbone: nn.Module, depth: int, states: torch.Tensor, inputs: Mapping[str, torch.Tensor],
+           **kwargs: Any) -> Any:
+    """The backbone's outputs on ``inputs`` computed from ``states``, its hidden states at ``depth`` (layers
+    below ``depth`` left out; ``hidden_states[0]`` of the result is ``states``)."""
+    with _resumed_from(backbone, depth, states):
+        return backbone(**inputs, return_dict=True, **kwargs)
+
+
+def has_trunk(backbone: nn.Module) -> bool:
+    """Whether ``backbone`` is BERT-shaped (``embeddings`` + ``encoder.layer``), so its lower layers can be
+    run apart from the others."""
+    return _trunk_modules(backbone) is not None
