@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 
+_BOM = "\ufeff"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -80,6 +83,23 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Refuse, before the work that would fill it, an output file path that cannot be written.
+
+    Raises:
+        InputFileError: ``path`` is an existing directory, or one of its parents is a file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputFileError(path, None, "is a directory; give the path of the file to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputFileError(parent, None, f"is a file, so {path} cannot be created under it")
+            break
+    return path
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -104,20 +124,74 @@ def sha256_tree(path: str | os.PathLike) -> str:
 def read_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line_without_newline)`` from a UTF-8 text file (``.gz`` transparently).
 
+    A leading UTF-8 byte-order mark is removed (editors on Windows add one); left in place it would
+    become part of the first id and silently change what that line means.
+
     Raises:
-        InputFileError: the file is not valid UTF-8 (naming the line).
+        InputFileError: the path is missing or a directory, a ``.gz`` file is truncated or not gzip at
+            all, or a line is not valid UTF-8 (naming the line).
     """
     import gzip
+    import zlib
 
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+    if path.is_dir():
+        raise InputFileError(path, None, "is a directory, expected a file")
+    if not path.is_file():
+        raise InputFileError(path, None, "no such file")
+    compressed = path.suffix == ".gz"
+    opener = gzip.open if compressed else open
+    number = 0
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputFileError(path, number, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+                if number == 1 and text.startswith(_BOM):
+                    text = text[1:]
+                yield number, text.rstrip("\r\n")
+    except gzip.BadGzipFile:
+        raise InputFileError(path, None, "named .gz but is not gzip-compressed (rename it or compress it)") from None
+    except (EOFError, zlib.error) as exc:
+        # gzip reads lazily: a cut-off file fails only when the reader reaches the cut.
+        raise InputFileError(path, number + 1, f"truncated or corrupt gzip data ({exc})") from None
+
+
+def parse_yaml(text: str, path: str | os.PathLike) -> Any:
+    """``yaml.safe_load`` of ``text`` (read from ``path``), refusing a key given twice in one mapping.
+
+    PyYAML keeps the last of two equal keys without a word; in a config that silently drops a setting.
+
+    Raises:
+        InputFileError: invalid YAML or a duplicate key, naming the line.
+    """
+    import yaml
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
             try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputFileError(path, number, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-            yield number, text.rstrip("\r\n")
+                if key in first:
+                    raise InputFileError(path, line, f"duplicate key {key!r} (first on line {first[key]})")
+                first[key] = line
+            except TypeError:  # an unhashable key: SafeLoader itself refuses it below
+                pass
+        return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    try:
+        return yaml.load(text, Loader=StrictLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or exc
+        raise InputFileError(path, mark.line + 1 if mark is not None else None, f"invalid YAML ({problem})") from None
 
 
 def read_json_or_none(path: str | os.PathLike) -> Any:

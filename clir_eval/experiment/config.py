@@ -195,17 +195,17 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     Raises:
         ConfigError: naming the file and the offending key.
     """
-    import yaml
+    from clir_eval.io import InputFileError, parse_yaml
 
     path = Path(path) if path is not None else DEFAULT_CONFIG
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        data = parse_yaml(path.read_text(encoding="utf-8"), path)
+    except InputFileError as exc:
+        raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data = {**data, **(overrides or {})}
