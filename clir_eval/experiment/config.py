@@ -72,6 +72,8 @@ class EvaluationSpec:
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.n_resamples < 1:
+            raise ValueError(f"n_resamples must be >= 1, got {self.n_resamples}")
         if not self.metrics:
             raise ValueError("metrics must not be empty")
 
@@ -124,6 +126,10 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if self.hits < 1:
             raise ValueError(f"hits must be >= 1, got {self.hits}")
+        if self.dev_pairs is not None and self.dev_pairs < 1:
+            raise ValueError(f"dev_pairs must be >= 1 or null, got {self.dev_pairs}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
         names = [s.name for s in self.all_students]
         if len(set(names)) != len(names):
             raise ValueError(f"student names must be unique, got {names}")
@@ -144,6 +150,22 @@ class ExperimentConfig:
         listed = list(self.systems)
         listed += [f"student:{s.name}" for s in self.all_students if f"student:{s.name}" not in listed]
         return tuple(listed)
+
+    @property
+    def system_names(self) -> dict[str, str]:
+        """Every system of the study by the name of its runs (files, tags, leaderboards) -> its spec.
+
+        The one list of names that baselines and the hybrid's components may use; systems the study
+        generates belong here too. Students are named by their config name.
+        """
+        from clir_eval.retrieval.systems import system_name
+
+        students = {s.name for s in self.all_students}
+        names = {}
+        for system in self.all_systems:
+            kind, _, argument = system.partition(":")
+            names[argument if kind == "student" and argument in students else system_name(system)] = system
+        return names
 
     def to_dict(self) -> dict[str, Any]:
         return to_mapping(self)
@@ -212,4 +234,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     data.setdefault("output_dir", str(Path("results") / str(data.get("name", path.stem))))
     config = from_mapping(ExperimentConfig, data, where=str(path))
     config.all_students  # validates the sweep's generated students now, not mid-run
+    from clir_eval.experiment.checks import check_study
+
+    check_study(config, str(path))
     return replace(config)
