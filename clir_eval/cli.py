@@ -413,7 +413,7 @@ def search_command(
     out: Path = typer.Option(None, "--out", help="Run file (default: runs/<collection>/<lang>/<system>.run)."),
     tag: str = typer.Option(None, "--tag", help="Run tag (default: the system name)."),
     teacher: str = typer.Option("minilm-l6", "--teacher", help="Teacher model (its index serves teacher/student/oracle-dense)."),
-    index_dir: Path = typer.Option(None, "--index-dir", help="Index cache for this collection (default: <cache>/indexes/<collection>)."),
+    index_dir: Path = typer.Option(None, "--index-dir", help="Index cache for this collection (default: <cache>/indexes/<collection>-<corpus hash>)."),
     k1: float = typer.Option(0.9, "--k1", help="BM25 k1."),
     b: float = typer.Option(0.4, "--b", help="BM25 b."),
     fusion: str = typer.Option("rrf", "--fusion", help="hybrid: rrf | wsum."),
@@ -444,7 +444,7 @@ def search_command(
         teacher=teacher, bm25=Bm25Config(k1=k1, b=b, threads=threads), search_threads=threads, show_progress=True,
         fusion=FusionConfig(method=fusion, sparse=fuse_sparse, dense=fuse_dense),
     )
-    indexes = IndexDirs.under(index_dir) if index_dir else default_index_dirs(coll.name)
+    indexes = IndexDirs.under(index_dir) if index_dir else default_index_dirs(coll)
     # Everything that would fail only when the run is written is checked before the search.
     out_path = check_output_file(out or default_run_path("runs", coll.name, lang, spec))
     check_tag(tag or spec.name)
@@ -485,7 +485,7 @@ def index_dense(
         _fail(["give both --shard-id and --shard-num (or --merge with --shard-num)"])
     coll = load_collection(collection)
     config = DenseIndexConfig(kind=kind, batch_size=batch_size)
-    target = out or default_index_dirs(coll.name).dense_for(model)
+    target = out or default_index_dirs(coll).dense_for(model)
     if merge:
         info = merge_dense_shards(target, shard_num, config)
     else:
@@ -509,7 +509,7 @@ def index_lucene(
     from clir_eval.retrieval.systems import default_index_dirs
 
     coll = load_collection(collection)
-    info = build_lucene_index(coll.documents(), out or default_index_dirs(coll.name).lucene)
+    info = build_lucene_index(coll.documents(), out or default_index_dirs(coll).lucene)
     Console().print(f"{'reused' if info.reused else 'wrote'} {info.path} ({info.num_docs} documents)", highlight=False)
 
 

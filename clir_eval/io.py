@@ -100,6 +100,30 @@ def check_output_file(path: str | os.PathLike) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def build_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock (``.<name>.lock`` beside ``path``) while ``path`` is checked and built.
+
+    A second process (or thread) building the same index or step waits here, then finds it complete and
+    reuses it, instead of building it a second time. The lock is ``flock``-based (``filelock``), so it
+    is released when its holder dies.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.with_name(f".{path.name}.lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logging.getLogger(__name__).info("waiting for another process building %s", path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -179,13 +179,13 @@ class StudyRunner:
     def search(self, collection: Any, lang: str, split: str, system: str, spec: str, options: Any,
                done: dict[str, Path]) -> Path:
         """One run (cached); returns the cached run file. ``done`` maps specs to this language's finished runs."""
-        from clir_eval.retrieval.systems import IndexDirs, run_system
+        from clir_eval.retrieval.systems import IndexDirs, index_key, run_system
 
         parts = [options.fusion.sparse, options.fusion.dense]
         if spec == "hybrid" and all(part in done for part in parts) and options.fusion.depth <= self.config.hits:
             return self.fuse(collection, lang, system, [done[part] for part in parts], options.fusion)
 
-        per_collection = IndexDirs.under(self.cache_root / "indexes" / collection.name)
+        per_collection = IndexDirs.under(self.cache_root / "indexes" / index_key(collection))
         # PSQ tables are shared by collections: eflomal has no seed, so one table per bitext keeps runs comparable.
         indexes = IndexDirs(per_collection.lucene, per_collection.dense, self.cache_root / "indexes" / "psq")
         inputs = {"version": STEP_VERSION, "spec": spec, "collection": collection.name, "lang": lang,

@@ -382,11 +382,20 @@ def default_run_path(root: str | os.PathLike, collection: str, lang: str, spec: 
     return Path(root) / collection / lang / f"{system_name(spec)}.run"
 
 
-def default_index_dirs(collection: str) -> IndexDirs:
-    """``<cache root>/indexes/<collection>/{lucene,dense}`` and the shared PSQ table cache ``<cache root>/psq``
+def index_key(collection: "Collection") -> str:
+    """Directory name of a collection's indexes: its name plus a hash of its corpus files, so that two
+    collections with the same name (two user directories called ``data``) never share, and rebuild, each
+    other's indexes."""
+    from clir_eval.io import sha256_tree
+
+    return f"{_UNSAFE.sub('_', collection.name)}-{sha256_tree(collection.corpus_path)[:12]}"
+
+
+def default_index_dirs(collection: "Collection") -> IndexDirs:
+    """``<cache root>/indexes/<index_key>/{lucene,dense}`` and the shared PSQ table cache ``<cache root>/psq``
     (tables are keyed by their bitext and settings, so collections share them); the cache root is that of
     :func:`clir_eval.models.cache.model_cache_dir`."""
     from clir_eval.retrieval.translation.psq import psq_cache_dir
 
-    under = IndexDirs.under(psq_cache_dir().parent / "indexes" / _UNSAFE.sub("_", collection))
+    under = IndexDirs.under(psq_cache_dir().parent / "indexes" / index_key(collection))
     return IndexDirs(lucene=under.lucene, dense=under.dense, psq=psq_cache_dir())
