@@ -113,7 +113,7 @@ class StudyRunner:
         does not depend on the order of the bitext file.
         """
         from clir_eval.collections.bitext import bitext_languages, load_bitext
-        from clir_eval.collections.leakage import check_leakage, evaluation_topics
+        from clir_eval.collections.leakage import evaluation_topics, guard_bitext
 
         pairs: list[BitextPair] = []
         for lang in languages:
@@ -124,9 +124,7 @@ class StudyRunner:
             if max_pairs is not None and len(chosen) > max_pairs:
                 chosen = random.Random(f"{self.config.seed}-{lang}-{split}").sample(chosen, max_pairs)
             pairs.extend(chosen)
-        report = check_leakage(pairs, evaluation_topics(self.collections.values(), split="test"),
-                               allow_leakage=self.config.leakage == "allow",
-                               drop_leaking=self.config.leakage == "drop")
+        report = guard_bitext(pairs, evaluation_topics(self.collections.values(), split="test"), self.config.leakage)
         return list(report.pairs)
 
     # -- steps ----------------------------------------------------------------------------------
