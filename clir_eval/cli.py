@@ -339,8 +339,10 @@ def compare_command(
     from clir_eval.evaluation.evaluate import evaluate_runs
     from clir_eval.evaluation.leaderboard import build_leaderboard
     from clir_eval.evaluation.plots import difference_figure, save_figure
-    from clir_eval.io import atomic_write
+    from clir_eval.io import atomic_write, check_output_path
 
+    if out is not None:
+        check_output_path(out, directory=True)
     config = CompareConfig(baselines=tuple(baselines), test=test, correction=correction, alpha=alpha, seed=seed,
                            n_resamples=n_resamples)
     qrels_dict, run_dicts = _eval_load(qrels, runs, names)
@@ -388,13 +390,16 @@ def report_command(
 
     from clir_eval.evaluation.manifest import read_results
     from clir_eval.evaluation.report import build_report, write_report
+    from clir_eval.io import check_output_path
 
+    out = check_output_path(out or results_dir / "report.html")
+    assets = check_output_path(assets or results_dir / "report", directory=True)
     report = build_report(
         read_results(results_dir), metrics=_eval_metrics(metrics) if metrics else None, baselines=baselines or None,
         oracle=oracle, test=test, correction=correction, alpha=alpha, seed=seed,
         judged_queries_only=judged_queries_only,
     )
-    path = write_report(report, out or results_dir / "report.html", assets=assets or results_dir / "report")
+    path = write_report(report, out, assets=assets)
     Console().print(f"wrote {path}", highlight=False)
 
 
@@ -428,7 +433,7 @@ def search_command(
     from rich.console import Console
 
     from clir_eval.collections.registry import load_collection
-    from clir_eval.io import check_output_file
+    from clir_eval.io import check_output_path
     from clir_eval.retrieval.bm25 import Bm25Config
     from clir_eval.retrieval.fusion import FusionConfig
     from clir_eval.retrieval.runs import check_tag
@@ -446,7 +451,7 @@ def search_command(
     )
     indexes = IndexDirs.under(index_dir) if index_dir else default_index_dirs(coll)
     # Everything that would fail only when the run is written is checked before the search.
-    out_path = check_output_file(out or default_run_path("runs", coll.name, lang, spec))
+    out_path = check_output_path(out or default_run_path("runs", coll.name, lang, spec))
     check_tag(tag or spec.name)
     coll.topics_path(lang, split)
     path = run_system(spec, coll, lang, split, indexes=indexes, hits=hits, tag=tag, options=options,
@@ -477,6 +482,7 @@ def index_dense(
     from rich.console import Console
 
     from clir_eval.collections.registry import load_collection
+    from clir_eval.io import check_output_path
     from clir_eval.retrieval.dense import DenseIndexConfig, build_dense_index, merge_dense_shards
     from clir_eval.retrieval.systems import default_index_dirs
 
@@ -485,7 +491,7 @@ def index_dense(
         _fail(["give both --shard-id and --shard-num (or --merge with --shard-num)"])
     coll = load_collection(collection)
     config = DenseIndexConfig(kind=kind, batch_size=batch_size)
-    target = out or default_index_dirs(coll).dense_for(model)
+    target = check_output_path(out or default_index_dirs(coll).dense_for(model), directory=True)
     if merge:
         info = merge_dense_shards(target, shard_num, config)
     else:
@@ -505,11 +511,13 @@ def index_lucene(
     from rich.console import Console
 
     from clir_eval.collections.registry import load_collection
+    from clir_eval.io import check_output_path
     from clir_eval.retrieval.bm25 import build_lucene_index
     from clir_eval.retrieval.systems import default_index_dirs
 
     coll = load_collection(collection)
-    info = build_lucene_index(coll.documents(), out or default_index_dirs(coll).lucene)
+    target = check_output_path(out or default_index_dirs(coll).lucene, directory=True)
+    info = build_lucene_index(coll.documents(), target)
     Console().print(f"{'reused' if info.reused else 'wrote'} {info.path} ({info.num_docs} documents)", highlight=False)
 
 
@@ -548,6 +556,8 @@ def distill_command(
     from clir_eval.collections.bitext import load_bitext
     from clir_eval.collections.leakage import builtin_test_topics, guard_bitext
     from clir_eval.distill.trainer import DistillConfig, distill
+    from clir_eval.io import check_output_path
+    from clir_eval.models.registry import check_model_name
 
     extra: dict = {}
     for item in option or []:
@@ -567,6 +577,12 @@ def distill_command(
         "batch_size": batch_size, "lr": lr, "seed": seed, "eval_every": eval_every,
         "checkpoint_every": checkpoint_every, **extra,
     })
+    for option_name, model in (("--student", student), ("--teacher", teacher)):
+        try:
+            check_model_name(model)
+        except ValueError as exc:
+            raise ValueError(f"{option_name}: {exc}") from None
+    check_output_path(out, directory=True)
     train = load_bitext(bitext, lang, train_split)
     train = train[:max_pairs] if max_pairs else train
     dev = load_bitext(bitext, lang, dev_split)[:max_dev_pairs] if dev_split else []

@@ -83,15 +83,21 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def check_output_file(path: str | os.PathLike) -> Path:
-    """Refuse, before the work that would fill it, an output file path that cannot be written.
+def check_output_path(path: str | os.PathLike, directory: bool = False) -> Path:
+    """Refuse, before the work that would fill it, an output path that cannot be written.
+
+    Args:
+        directory: ``path`` is a directory to write into (else a file to write).
 
     Raises:
-        InputFileError: ``path`` is an existing directory, or one of its parents is a file.
+        InputFileError: ``path`` exists as the other kind (a directory given for a file, or a file given
+            for a directory), or one of its parents is a file.
     """
     path = Path(path)
-    if path.is_dir():
+    if not directory and path.is_dir():
         raise InputFileError(path, None, "is a directory; give the path of the file to write")
+    if directory and path.exists() and not path.is_dir():
+        raise InputFileError(path, None, "is a file; give a directory to write into")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():

@@ -343,3 +343,25 @@ def test_collections_with_one_name_get_their_own_index_dirs(tmp_path):
     assert a.name == b.name == "data"
     assert default_index_dirs(a).lucene != default_index_dirs(b).lucene
     assert default_index_dirs(a).lucene == default_index_dirs(same).lucene  # keyed by content, not place
+
+
+def test_distill_unknown_backbone_and_bad_out_are_refused_before_any_work(tmp_path, no_training):
+    result = invoke("distill", "--method", "kd", "--student", "me5-smal", "--lang", "sw", "--out", tmp_path / "s")
+    assert_user_error(result, "--student: unknown model 'me5-smal'")
+    taken = tmp_path / "a-file"
+    taken.write_text("keep me", encoding="utf-8")
+    result = invoke("distill", "--method", "kd", "--student", "me5-small", "--lang", "sw", "--out", taken)
+    assert_user_error(result, str(taken), "is a file")
+    assert taken.read_text(encoding="utf-8") == "keep me"
+
+
+def test_report_and_compare_outputs_are_checked_before_reading(coll, tmp_path):
+    run = tmp_path / "a.run"
+    run.write_text(RUN, encoding="utf-8")
+    taken = tmp_path / "a-file"
+    taken.write_text("keep me", encoding="utf-8")
+    result = invoke("compare", run, "--qrels", coll / "qrels.txt", "--baseline", "a", "--out", taken)
+    assert_user_error(result, str(taken), "is a file; give a directory")
+    assert taken.read_text(encoding="utf-8") == "keep me"
+    result = invoke("report", tmp_path, "--out", tmp_path)
+    assert_user_error(result, str(tmp_path), "is a directory; give the path of the file to write")
