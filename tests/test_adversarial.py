@@ -365,3 +365,30 @@ def test_report_and_compare_outputs_are_checked_before_reading(coll, tmp_path):
     assert taken.read_text(encoding="utf-8") == "keep me"
     result = invoke("report", tmp_path, "--out", tmp_path)
     assert_user_error(result, str(tmp_path), "is a directory; give the path of the file to write")
+
+
+def test_search_refuses_an_id_with_whitespace_before_indexing(tmp_path):
+    root = write_collection(tmp_path / "c", topics={"en": "q1\tcat\nq2\tmarket\n", "sw": "q1\tpaka\nq 2\tsoko\n"})
+    indexes = tmp_path / "indexes"
+    result = invoke("search", "-s", "bm25-oracle", "-c", root, "-l", "sw", "--out", tmp_path / "x.run",
+                    "--index-dir", indexes)
+    assert_user_error(result, "topics/sw.tsv:2", "qid 'q 2' contains whitespace")
+    assert not indexes.exists() and not (tmp_path / "x.run").exists()
+
+
+def test_two_index_processes_on_a_fresh_cache_build_once(coll, tmp_path, tiny_bert_dir):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                                          os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "clir_eval.cli", "index", "dense", "-c", str(coll), "--model",
+               str(tiny_bert_dir), "--out", str(tmp_path / "index")]
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    states = sorted(line.split()[0] for output in outputs for line in output.splitlines()
+                    if line.startswith(("wrote ", "reused ")))
+    assert states == ["reused", "wrote"], outputs
