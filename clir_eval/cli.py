@@ -15,6 +15,7 @@ import typer
 app = typer.Typer(help="Build and judge cross-lingual retrieval for low-resource languages.", no_args_is_help=True)
 # Set by the callback on every invocation; read by the error path of the command that follows.
 _settings = {"debug": False}
+_PACKAGE = Path(__file__).resolve().parent
 
 
 @app.callback()
@@ -35,23 +36,33 @@ def _configure(
 def _user_errors(command: Callable[..., None]) -> Callable[..., None]:
     """The one error path of the commands: a user mistake becomes ``error: ...`` lines and exit code 2.
 
-    User mistakes are what the packages raise for bad input: ``ValueError`` (``InputFileError``,
-    ``ConfigError``, ``LeakageError``, ... are ValueErrors), ``KeyError`` from the registries (unknown
-    collection, model, bitext) and a missing, unreadable or misplaced path. Anything else is a bug and
-    keeps its traceback; ``--debug`` shows the traceback of user mistakes too.
+    Anything else is a bug and keeps its traceback; ``--debug`` shows the traceback of user mistakes too.
     """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             command(*args, **kwargs)
-        except (ValueError, KeyError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-                PermissionError) as exc:
-            if _settings["debug"]:
+        except Exception as exc:
+            if _settings["debug"] or not _is_user_error(exc):
                 raise
             _fail(_error_lines(exc))
 
     return wrapper
+
+
+def _is_user_error(exc: Exception) -> bool:
+    """Bad input rather than a bug: a path that is missing, unreadable or of the wrong kind, or a
+    ``ValueError``/``KeyError`` raised by this package's own checks (``InputFileError``, ``ConfigError``,
+    ``LeakageError``, registry look-ups, ... ); the same types raised inside a library are bugs."""
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return exc.filename is not None
+    if not isinstance(exc, (ValueError, KeyError)):
+        return False
+    trace = exc.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace is not None and Path(trace.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
 
 
 def _fail(lines: list[str]) -> NoReturn:

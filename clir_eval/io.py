@@ -107,18 +107,20 @@ def check_output_path(path: str | os.PathLike, directory: bool = False) -> Path:
 
 
 @contextlib.contextmanager
-def build_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock (``.<name>.lock`` beside ``path``) while ``path`` is checked and built.
+def build_lock(path: str | os.PathLike, lock_dir: str | os.PathLike | None = None) -> Iterator[None]:
+    """Hold an exclusive lock while ``path`` is checked and built.
 
     A second process (or thread) building the same index or step waits here, then finds it complete and
     reuses it, instead of building it a second time. The lock is ``flock``-based (``filelock``), so it
-    is released when its holder dies.
+    is released when its holder dies. The lock file, ``.<name>.lock`` beside ``path`` or ``<name>.lock``
+    in ``lock_dir``, stays: deleting it would let a waiter and a newcomer lock two different files.
     """
     from filelock import FileLock, Timeout
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path.with_name(f".{path.name}.lock")))
+    lock_file = Path(lock_dir) / f"{path.name}.lock" if lock_dir is not None else path.with_name(f".{path.name}.lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file))
     try:
         lock.acquire(timeout=0)
     except Timeout:

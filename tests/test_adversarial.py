@@ -392,3 +392,16 @@ def test_two_index_processes_on_a_fresh_cache_build_once(coll, tmp_path, tiny_be
     states = sorted(line.split()[0] for output in outputs for line in output.splitlines()
                     if line.startswith(("wrote ", "reused ")))
     assert states == ["reused", "wrote"], outputs
+
+
+def test_a_bug_keeps_its_traceback(coll, tmp_path, monkeypatch):
+    from clir_eval.retrieval import runs
+
+    def broken(path):
+        return int("not a number")  # a ValueError that no check of the package raised: a bug, not bad input
+
+    monkeypatch.setattr(runs, "read_run", broken)
+    run = tmp_path / "a.run"
+    run.write_text(RUN, encoding="utf-8")
+    result = invoke("evaluate", "--qrels", coll / "qrels.txt", run)
+    assert isinstance(result.exception, ValueError) and "error: " not in result.output

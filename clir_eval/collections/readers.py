@@ -10,7 +10,8 @@ Formats:
 * bitext: JSONL ``{"id", "source", "target"}`` per line; the languages come from the file name
   ``<source>-<target>.<rest>`` (e.g. ``sw-en.train.jsonl.gz``) or from the caller.
 
-Ids are kept exactly as written (``str``), never cast.
+Ids are kept exactly as written (``str``), never cast, and may not contain whitespace (runs and qrels are
+whitespace-separated). A leading UTF-8 byte-order mark is ignored (:func:`clir_eval.io.read_text_lines`).
 """
 
 from __future__ import annotations

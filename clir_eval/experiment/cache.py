@@ -58,7 +58,9 @@ class StepCache:
         path = self.path_for(kind, name, inputs)
         key = path.name.rsplit("-", 1)[-1]
         start = time.perf_counter()
-        with build_lock(path):  # a second study running the same step waits, then finds it complete
+        # A second study running the same step waits, then finds it complete; the locks live apart, so a
+        # kind's directory holds nothing but steps.
+        with build_lock(path, lock_dir=self.root / ".locks" / kind):
             if (path / STAMP).is_file():
                 self.records.append(StepRecord(f"{kind}/{name}", key, str(path), True, 0.0, inputs))
                 logger.info("cached: %s/%s", kind, name)
