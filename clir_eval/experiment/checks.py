@@ -85,6 +85,9 @@ class _Checker:
             value = config.hybrid.get(part)
             if value is None:
                 continue
+            if not isinstance(value, str):
+                self.problems.append((f"hybrid.{part}", f"expected a system name, got {value!r}"))
+                continue
             spec = names.get(value, value if value in names.values() else None)
             if spec is None:
                 self.problems.append((f"hybrid.{part}", f"{value!r} is not a system of the study; {valid}"))
