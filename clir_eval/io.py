@@ -171,8 +171,7 @@ def read_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
         raise InputFileError(path, None, "is a directory, expected a file")
     if not path.is_file():
         raise InputFileError(path, None, "no such file")
-    compressed = path.suffix == ".gz"
-    opener = gzip.open if compressed else open
+    opener = gzip.open if path.suffix == ".gz" else open
     number = 0
     try:
         with opener(path, "rb") as handle:
