@@ -5,18 +5,27 @@ Each command imports what it needs inside its body, so ``clir-eval --help`` stay
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
+from typing import Any, Callable, NoReturn
 
 import typer
 
 app = typer.Typer(help="Build and judge cross-lingual retrieval for low-resource languages.", no_args_is_help=True)
+# Set by the callback on every invocation; read by the error path of the command that follows.
+_settings = {"debug": False}
+_PACKAGE = Path(__file__).resolve().parent
 
 
 @app.callback()
-def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _configure(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of every error, bad input included."),
+) -> None:
     from rich.logging import RichHandler
 
+    _settings["debug"] = debug
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -24,11 +33,63 @@ def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debu
     )
 
 
+def _user_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """The one error path of the commands: a user mistake becomes ``error: ...`` lines and exit code 2.
+
+    Anything else is a bug and keeps its traceback; ``--debug`` shows the traceback of user mistakes too.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except Exception as exc:
+            if _settings["debug"] or not _is_user_error(exc):
+                raise
+            _fail(_error_lines(exc))
+
+    return wrapper
+
+
+def _is_user_error(exc: Exception) -> bool:
+    """Bad input rather than a bug: a path that is missing, unreadable or of the wrong kind, or a
+    ``ValueError``/``KeyError`` raised by this package's own checks (``InputFileError``, ``ConfigError``,
+    ``LeakageError``, registry look-ups, ... ); the same types raised inside a library are bugs."""
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return exc.filename is not None
+    if not isinstance(exc, (ValueError, KeyError)):
+        return False
+    trace = exc.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    return trace is not None and Path(trace.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
+
+
+def _fail(lines: list[str]) -> NoReturn:
+    """Bad input: one clear line per problem on stderr (``file:line: message``), exit code 2, no traceback."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True)
+    for line in lines:
+        console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _error_lines(exc: Exception) -> list[str]:
+    if isinstance(exc, KeyError) and exc.args:
+        return [str(exc.args[0])]
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return [f"{exc.filename}: {exc.strerror or exc}"]
+    return list(getattr(exc, "errors", None) or [str(exc)])
+
+
 models_app = typer.Typer(help="Built-in offline models and how names resolve.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
 @models_app.command("list")
+@_user_errors
 def models_list() -> None:
     """List the built-in model names (any Hugging Face id or local path works too)."""
     from rich.console import Console
@@ -45,6 +106,7 @@ def models_list() -> None:
 
 
 @models_app.command("provision")
+@_user_errors
 def models_provision() -> None:
     """Make every built-in model loadable offline (converts multilingual-e5-small once, then caches)."""
     from rich.console import Console
@@ -57,6 +119,7 @@ def models_provision() -> None:
 
 
 @app.command("run")
+@_user_errors
 def run_command(
     config: Path = typer.Argument(None, help="Study config (YAML); default: configs/default.yaml."),
     full: bool = typer.Option(False, "--full", help="Run configs/full.yaml: all the bitext, more languages (hours on a CPU)."),
@@ -70,21 +133,15 @@ def run_command(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from clir_eval.collections.leakage import LeakageError
     from clir_eval.experiment.config import FULL_CONFIG, load_config
     from clir_eval.experiment.runner import run_study
-    from clir_eval.experiment.schema import ConfigError
-    from clir_eval.io import InputFileError
 
     if full and config is not None:
         _fail([f"give a CONFIG or --full, not both (--full runs {FULL_CONFIG})"])
     if full:
         config = FULL_CONFIG
-    try:
-        study = load_config(config, overrides={"output_dir": str(output_dir)} if output_dir else None)
-        result = run_study(study, cache_root=cache_dir, command=shlex.join(["clir-eval", *sys.argv[1:]]))
-    except (ConfigError, InputFileError, LeakageError) as exc:
-        _fail(_error_lines(exc))
+    study = load_config(config, overrides={"output_dir": str(output_dir)} if output_dir else None)
+    result = run_study(study, cache_root=cache_dir, command=shlex.join(["clir-eval", *sys.argv[1:]]))
     console = Console()
     for name, markdown in result.leaderboards.items():
         console.rule(name)
@@ -99,24 +156,8 @@ collections_app = typer.Typer(help="Built-in and bring-your-own CLIR collections
 app.add_typer(collections_app, name="collections")
 
 
-def _fail(lines: list[str]) -> None:
-    """Bad input: one clear line per problem on stderr (``file:line: message``), exit code 2, no traceback."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console(stderr=True)
-    for line in lines:
-        console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-def _error_lines(exc: Exception) -> list[str]:
-    if isinstance(exc, KeyError) and exc.args:
-        return [str(exc.args[0])]
-    return list(getattr(exc, "errors", None) or [str(exc)])
-
-
 @collections_app.command("list")
+@_user_errors
 def collections_list(
     name: list[str] = typer.Argument(None, help="Collections to show (built-in names or directories); default: all built-ins."),
 ) -> None:
@@ -126,21 +167,17 @@ def collections_list(
 
     from clir_eval.collections.registry import list_collections, load_collection
     from clir_eval.collections.summary import summarize
-    from clir_eval.collections.validation import CollectionValidationError
-    from clir_eval.io import InputFileError
 
     table = Table("collection", "split", "language", "group", "#queries", "#docs", "#qrels (relevant)")
-    try:
-        for item in name or list_collections():
-            for row in summarize(load_collection(item, validate=False)):
-                table.add_row(row.collection, row.split, row.lang, row.group, f"{row.num_queries:,}",
-                              f"{row.num_documents:,}", f"{row.num_relevant:,}")
-    except (InputFileError, CollectionValidationError, KeyError) as exc:
-        _fail(_error_lines(exc))
+    for item in name or list_collections():
+        for row in summarize(load_collection(item, validate=False)):
+            table.add_row(row.collection, row.split, row.lang, row.group, f"{row.num_queries:,}",
+                          f"{row.num_documents:,}", f"{row.num_relevant:,}")
     Console().print(table)
 
 
 @collections_app.command("validate")
+@_user_errors
 def collections_validate(
     directory: str = typer.Argument(..., help="A collection directory (or a built-in name)."),
     strict: bool = typer.Option(False, "--strict", help="Treat warnings as errors."),
@@ -150,13 +187,9 @@ def collections_validate(
 
     from clir_eval.collections.registry import load_collection
     from clir_eval.collections.validation import validate_collection
-    from clir_eval.io import InputFileError
 
-    try:
-        collection = load_collection(directory, validate=False)
-        report = validate_collection(collection, strict=strict)
-    except (InputFileError, KeyError) as exc:
-        _fail(_error_lines(exc))
+    collection = load_collection(directory, validate=False)
+    report = validate_collection(collection, strict=strict)
     from rich.markup import escape
 
     console = Console()
@@ -172,6 +205,7 @@ def collections_validate(
 
 
 @collections_app.command("build")
+@_user_errors
 def collections_build(
     source: str = typer.Option(..., "--source", help="Folder holding xquad-r/, ntrex/ and lafand/ (the original data)."),
     dest: str = typer.Option(None, "--dest", help="Data root to write into (default: $CLIR_EVAL_DATA or the repository)."),
@@ -180,12 +214,8 @@ def collections_build(
     from rich.console import Console
 
     from clir_eval.collections.converters import build_builtin
-    from clir_eval.io import InputFileError
 
-    try:
-        counts = build_builtin(source, dest)
-    except InputFileError as exc:
-        _fail(_error_lines(exc))
+    counts = build_builtin(source, dest)
     console = Console()
     for name, values in counts.items():
         console.print(f"{name}: {values}", highlight=False, soft_wrap=True)
@@ -212,6 +242,8 @@ def _eval_load(qrels_path: Path, runs: list[Path], names: list[str] | None) -> t
     from clir_eval.io import InputFileError
 
     for path in [qrels_path, *runs]:
+        if path.is_dir():
+            raise InputFileError(path, None, f"is a directory, expected a {'qrels' if path is qrels_path else 'run'} file")
         if not path.is_file():
             hint = ""
             try:  # `--metrics map ndcg@10`: options take one value, so ndcg@10 landed among the runs
@@ -231,6 +263,7 @@ def _eval_load(qrels_path: Path, runs: list[Path], names: list[str] | None) -> t
 
 
 @app.command("evaluate")
+@_user_errors
 def evaluate_command(
     runs: list[Path] = typer.Argument(..., help="TREC run files."),
     qrels: Path = typer.Option(..., "--qrels", help="TREC qrels file."),
@@ -250,13 +283,9 @@ def evaluate_command(
     from rich.table import Table
 
     from clir_eval.evaluation.evaluate import evaluate_runs
-    from clir_eval.io import InputFileError
 
-    try:
-        qrels_dict, run_dicts = _eval_load(qrels, runs, names)
-        result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only)
-    except (InputFileError, ValueError) as exc:
-        _fail(_error_lines(exc))
+    qrels_dict, run_dicts = _eval_load(qrels, runs, names)
+    result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only)
     if as_json:
         if per_query:
             payload = {
@@ -295,6 +324,7 @@ def _is_nan(value: float) -> bool:
 
 
 @app.command("compare")
+@_user_errors
 def compare_command(
     runs: list[Path] = typer.Argument(..., help="TREC run files."),
     qrels: Path = typer.Option(..., "--qrels", help="TREC qrels file."),
@@ -320,17 +350,16 @@ def compare_command(
     from clir_eval.evaluation.evaluate import evaluate_runs
     from clir_eval.evaluation.leaderboard import build_leaderboard
     from clir_eval.evaluation.plots import difference_figure, save_figure
-    from clir_eval.io import InputFileError, atomic_write
+    from clir_eval.io import atomic_write, check_output_path
 
-    try:
-        config = CompareConfig(baselines=tuple(baselines), test=test, correction=correction, alpha=alpha, seed=seed,
-                               n_resamples=n_resamples)
-        qrels_dict, run_dicts = _eval_load(qrels, runs, names)
-        result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only)
-        comparison = compare_systems(result, config)
-        board = build_leaderboard(result, comparison, title=title, exclude_from_best=exclude_from_best or ())
-    except (InputFileError, ValueError) as exc:
-        _fail(_error_lines(exc))
+    if out is not None:
+        check_output_path(out, directory=True)
+    config = CompareConfig(baselines=tuple(baselines), test=test, correction=correction, alpha=alpha, seed=seed,
+                           n_resamples=n_resamples)
+    qrels_dict, run_dicts = _eval_load(qrels, runs, names)
+    result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only)
+    comparison = compare_systems(result, config)
+    board = build_leaderboard(result, comparison, title=title, exclude_from_best=exclude_from_best or ())
     console = Console()
     console.print(Markdown(board.to_markdown().replace("<sup>", "^").replace("</sup>", "")))
     if out is None:
@@ -352,6 +381,7 @@ def compare_command(
 
 
 @app.command("report")
+@_user_errors
 def report_command(
     results_dir: Path = typer.Argument(..., help="Results directory (manifest.json and/or <collection>/<lang>/*.run)."),
     out: Path = typer.Option(None, "--out", help="HTML file to write (default: RESULTS_DIR/report.html)."),
@@ -371,17 +401,16 @@ def report_command(
 
     from clir_eval.evaluation.manifest import read_results
     from clir_eval.evaluation.report import build_report, write_report
-    from clir_eval.io import InputFileError
+    from clir_eval.io import check_output_path
 
-    try:
-        report = build_report(
-            read_results(results_dir), metrics=_eval_metrics(metrics) if metrics else None, baselines=baselines or None,
-            oracle=oracle, test=test, correction=correction, alpha=alpha, seed=seed,
-            judged_queries_only=judged_queries_only,
-        )
-    except (InputFileError, ValueError) as exc:
-        _fail(_error_lines(exc))
-    path = write_report(report, out or results_dir / "report.html", assets=assets or results_dir / "report")
+    out = check_output_path(out or results_dir / "report.html")
+    assets = check_output_path(assets or results_dir / "report", directory=True)
+    report = build_report(
+        read_results(results_dir), metrics=_eval_metrics(metrics) if metrics else None, baselines=baselines or None,
+        oracle=oracle, test=test, correction=correction, alpha=alpha, seed=seed,
+        judged_queries_only=judged_queries_only,
+    )
+    path = write_report(report, out, assets=assets)
     Console().print(f"wrote {path}", highlight=False)
 
 
@@ -390,6 +419,7 @@ _SYSTEMS_HELP = ("bm25-psq | bm25-oracle | bm25-translated:<tsv> | bm25-mt:<mode
 
 
 @app.command("search")
+@_user_errors
 def search_command(
     system: str = typer.Option(..., "--system", "-s", help=_SYSTEMS_HELP),
     collection: str = typer.Option(..., "--collection", "-c", help="Built-in collection name or directory."),
@@ -399,7 +429,7 @@ def search_command(
     out: Path = typer.Option(None, "--out", help="Run file (default: runs/<collection>/<lang>/<system>.run)."),
     tag: str = typer.Option(None, "--tag", help="Run tag (default: the system name)."),
     teacher: str = typer.Option("minilm-l6", "--teacher", help="Teacher model (its index serves teacher/student/oracle-dense)."),
-    index_dir: Path = typer.Option(None, "--index-dir", help="Index cache for this collection (default: <cache>/indexes/<collection>)."),
+    index_dir: Path = typer.Option(None, "--index-dir", help="Index cache for this collection (default: <cache>/indexes/<collection>-<corpus hash>)."),
     k1: float = typer.Option(0.9, "--k1", help="BM25 k1."),
     b: float = typer.Option(0.4, "--b", help="BM25 b."),
     fusion: str = typer.Option("rrf", "--fusion", help="hybrid: rrf | wsum."),
@@ -414,27 +444,29 @@ def search_command(
     from rich.console import Console
 
     from clir_eval.collections.registry import load_collection
-    from clir_eval.io import InputFileError
+    from clir_eval.io import check_output_path
     from clir_eval.retrieval.bm25 import Bm25Config
     from clir_eval.retrieval.fusion import FusionConfig
+    from clir_eval.retrieval.runs import check_tag
     from clir_eval.retrieval.systems import (
         IndexDirs, SystemOptions, default_index_dirs, default_run_path, parse_system, run_system,
     )
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    try:
-        spec = parse_system(system)
-        coll = load_collection(collection)
-        options = SystemOptions(
-            teacher=teacher, bm25=Bm25Config(k1=k1, b=b, threads=threads), search_threads=threads, show_progress=True,
-            fusion=FusionConfig(method=fusion, sparse=fuse_sparse, dense=fuse_dense),
-        )
-        indexes = IndexDirs.under(index_dir) if index_dir else default_index_dirs(coll.name)
-        path = run_system(spec, coll, lang, split, indexes=indexes, hits=hits, tag=tag, options=options,
-                          out_path=out or default_run_path("runs", coll.name, lang, spec))
-    except (InputFileError, ValueError, KeyError) as exc:
-        _fail(_error_lines(exc))
+    spec = parse_system(system)
+    coll = load_collection(collection)
+    options = SystemOptions(
+        teacher=teacher, bm25=Bm25Config(k1=k1, b=b, threads=threads), search_threads=threads, show_progress=True,
+        fusion=FusionConfig(method=fusion, sparse=fuse_sparse, dense=fuse_dense),
+    )
+    indexes = IndexDirs.under(index_dir) if index_dir else default_index_dirs(coll)
+    # Everything that would fail only when the run is written is checked before the search.
+    out_path = check_output_path(out or default_run_path("runs", coll.name, lang, spec))
+    check_tag(tag or spec.name)
+    coll.topics_path(lang, split)
+    path = run_system(spec, coll, lang, split, indexes=indexes, hits=hits, tag=tag, options=options,
+                      out_path=out_path)
     Console().print(f"wrote {path} ({time.perf_counter() - start:.1f} s)", highlight=False)
 
 
@@ -444,6 +476,7 @@ app.add_typer(index_app, name="index")
 
 
 @index_app.command("dense")
+@_user_errors
 def index_dense(
     collection: str = typer.Option(..., "--collection", "-c", help="Built-in collection name or directory."),
     model: str = typer.Option("minilm-l6", "--model", help="Document encoder (built-in name, directory or hub id)."),
@@ -460,29 +493,27 @@ def index_dense(
     from rich.console import Console
 
     from clir_eval.collections.registry import load_collection
-    from clir_eval.io import InputFileError
+    from clir_eval.io import check_output_path
     from clir_eval.retrieval.dense import DenseIndexConfig, build_dense_index, merge_dense_shards
     from clir_eval.retrieval.systems import default_index_dirs
 
     torch.set_num_threads(threads)
     if (shard_id is None) != (shard_num is None) and not (merge and shard_num is not None):
         _fail(["give both --shard-id and --shard-num (or --merge with --shard-num)"])
-    try:
-        coll = load_collection(collection)
-        config = DenseIndexConfig(kind=kind, batch_size=batch_size)
-        target = out or default_index_dirs(coll.name).dense_for(model)
-        if merge:
-            info = merge_dense_shards(target, shard_num, config)
-        else:
-            shard = (shard_id, shard_num) if shard_id is not None else None
-            info = build_dense_index(coll.documents(), model, target, config, shard=shard, show_progress=True)
-    except (InputFileError, ValueError, KeyError, FileNotFoundError) as exc:
-        _fail(_error_lines(exc))
+    coll = load_collection(collection)
+    config = DenseIndexConfig(kind=kind, batch_size=batch_size)
+    target = check_output_path(out or default_index_dirs(coll).dense_for(model), directory=True)
+    if merge:
+        info = merge_dense_shards(target, shard_num, config)
+    else:
+        shard = (shard_id, shard_num) if shard_id is not None else None
+        info = build_dense_index(coll.documents(), model, target, config, shard=shard, show_progress=True)
     state = "reused" if info.reused else "wrote"
     Console().print(f"{state} {info.path} ({info.num_docs} documents, dim {info.dim})", highlight=False)
 
 
 @index_app.command("lucene")
+@_user_errors
 def index_lucene(
     collection: str = typer.Option(..., "--collection", "-c", help="Built-in collection name or directory."),
     out: Path = typer.Option(None, "--out", help="Index directory (default: the cache's lucene/)."),
@@ -491,19 +522,18 @@ def index_lucene(
     from rich.console import Console
 
     from clir_eval.collections.registry import load_collection
-    from clir_eval.io import InputFileError
+    from clir_eval.io import check_output_path
     from clir_eval.retrieval.bm25 import build_lucene_index
     from clir_eval.retrieval.systems import default_index_dirs
 
-    try:
-        coll = load_collection(collection)
-        info = build_lucene_index(coll.documents(), out or default_index_dirs(coll.name).lucene)
-    except (InputFileError, ValueError, KeyError) as exc:
-        _fail(_error_lines(exc))
+    coll = load_collection(collection)
+    target = check_output_path(out or default_index_dirs(coll).lucene, directory=True)
+    info = build_lucene_index(coll.documents(), target)
     Console().print(f"{'reused' if info.reused else 'wrote'} {info.path} ({info.num_docs} documents)", highlight=False)
 
 
 @app.command("distill")
+@_user_errors
 def distill_command(
     method: str = typer.Option(..., "--method", help="kd | ot | contrastive | kd+ot | kd+contrastive."),
     student: str = typer.Option(..., "--student", help="Student backbone: me5-small, minilm-l6 (teacher copy), HF id or dir."),
@@ -526,6 +556,8 @@ def distill_command(
     threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = torch's default)."),
     out: Path = typer.Option(..., "--out", help="Student directory (checkpoints go to OUT.checkpoints)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint."),
+    leakage: str = typer.Option("error", "--leakage", help="Bitext pairs equal to a test topic of a built-in "
+                                                           "collection: error | drop | allow (as in study configs)."),
 ) -> None:
     """Distil the teacher into a multilingual student query encoder from bitext."""
     import json
@@ -533,31 +565,46 @@ def distill_command(
     from rich.console import Console
 
     from clir_eval.collections.bitext import load_bitext
+    from clir_eval.collections.leakage import builtin_test_topics, guard_bitext
     from clir_eval.distill.trainer import DistillConfig, distill
-    from clir_eval.io import InputFileError
+    from clir_eval.io import check_output_path
+    from clir_eval.models.registry import check_model_name
 
-    try:
-        extra: dict = {}
-        for item in option or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+    extra: dict = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+        try:
             parsed = json.loads(value)
-            if key.startswith("loss."):
-                extra.setdefault("loss", {})[key[5:]] = parsed
-            else:
-                extra[key] = parsed
-        config = DistillConfig.from_dict({
-            "method": method, "student": student, "teacher": teacher, "max_steps": steps, "epochs": epochs,
-            "batch_size": batch_size, "lr": lr, "seed": seed, "eval_every": eval_every,
-            "checkpoint_every": checkpoint_every, **extra,
-        })
-        train = load_bitext(bitext, lang, train_split)
-        train = train[:max_pairs] if max_pairs else train
-        dev = load_bitext(bitext, lang, dev_split)[:max_dev_pairs] if dev_split else []
-        english = _english_for_start(bitext, config)
-    except (InputFileError, KeyError, ValueError) as exc:
-        _fail(_error_lines(exc))
+        except json.JSONDecodeError:
+            raise ValueError(f"--option {item!r}: {value!r} is not JSON (quote strings: {key}='\"text\"')") from None
+        if key.startswith("loss."):
+            extra.setdefault("loss", {})[key[5:]] = parsed
+        else:
+            extra[key] = parsed
+    config = DistillConfig.from_dict({
+        "method": method, "student": student, "teacher": teacher, "max_steps": steps, "epochs": epochs,
+        "batch_size": batch_size, "lr": lr, "seed": seed, "eval_every": eval_every,
+        "checkpoint_every": checkpoint_every, **extra,
+    })
+    for option_name, model in (("--student", student), ("--teacher", teacher)):
+        try:
+            check_model_name(model)
+        except ValueError as exc:
+            raise ValueError(f"{option_name}: {exc}") from None
+    check_output_path(out, directory=True)
+    train = load_bitext(bitext, lang, train_split)
+    train = train[:max_pairs] if max_pairs else train
+    dev = load_bitext(bitext, lang, dev_split)[:max_dev_pairs] if dev_split else []
+    topics = builtin_test_topics()
+    train = list(guard_bitext(train, topics, leakage).pairs)
+    dev = list(guard_bitext(dev, topics, leakage).pairs)
+    if len(train) < config.batch_size:  # the trainer would refuse it too, but only after loading the models
+        raise ValueError(f"{len(train)} training pairs ({bitext} {lang} {train_split}"
+                         f"{f', --max-pairs {max_pairs}' if max_pairs else ''}) is fewer than one batch "
+                         f"(--batch-size {config.batch_size}); give more pairs or a smaller batch")
+    english = _english_for_start(bitext, config, leakage)
     if threads:
         import torch
 
@@ -569,16 +616,17 @@ def distill_command(
                   f"({result.pairs_per_second:.1f} pairs/s); {metrics}", highlight=False, soft_wrap=True)
 
 
-def _english_for_start(bitext: str, config: object) -> list[str]:
+def _english_for_start(bitext: str, config: object, leakage: str) -> list[str]:
     """English sentences for the start's map (``projection_fit_english`` of them): the English sides of the train
-    splits of ``bitext``, without any test topic or test-document sentence of the built-in collections."""
+    splits of ``bitext``, without any test topic or test-document sentence of the built-in collections (unless
+    ``--leakage allow``)."""
     from clir_eval.collections.english import english_pool
     from clir_eval.collections.registry import list_collections, load_collection
 
     count = getattr(config, "projection_fit_english")
     if not count:
         return []
-    return english_pool([bitext], count, seed=getattr(config, "seed"),
+    return english_pool([bitext], count, seed=getattr(config, "seed"), allow_leakage=leakage == "allow",
                         test_collections=[load_collection(name) for name in list_collections()])
 
 

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 
+_BOM = "\ufeff"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -80,6 +83,55 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_output_path(path: str | os.PathLike, directory: bool = False) -> Path:
+    """Refuse, before the work that would fill it, an output path that cannot be written.
+
+    Args:
+        directory: ``path`` is a directory to write into (else a file to write).
+
+    Raises:
+        InputFileError: ``path`` exists as the other kind (a directory given for a file, or a file given
+            for a directory), or one of its parents is a file.
+    """
+    path = Path(path)
+    if not directory and path.is_dir():
+        raise InputFileError(path, None, "is a directory; give the path of the file to write")
+    if directory and path.exists() and not path.is_dir():
+        raise InputFileError(path, None, "is a file; give a directory to write into")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputFileError(parent, None, f"is a file, so {path} cannot be created under it")
+            break
+    return path
+
+
+@contextlib.contextmanager
+def build_lock(path: str | os.PathLike, lock_dir: str | os.PathLike | None = None) -> Iterator[None]:
+    """Hold an exclusive lock while ``path`` is checked and built.
+
+    A second process (or thread) building the same index or step waits here, then finds it complete and
+    reuses it, instead of building it a second time. The lock is ``flock``-based (``filelock``), so it
+    is released when its holder dies. The lock file, ``.<name>.lock`` beside ``path`` or ``<name>.lock``
+    in ``lock_dir``, stays: deleting it would let a waiter and a newcomer lock two different files.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    lock_file = Path(lock_dir) / f"{path.name}.lock" if lock_dir is not None else path.with_name(f".{path.name}.lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logging.getLogger(__name__).info("waiting for another process building %s", path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -104,20 +156,73 @@ def sha256_tree(path: str | os.PathLike) -> str:
 def read_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line_without_newline)`` from a UTF-8 text file (``.gz`` transparently).
 
+    A leading UTF-8 byte-order mark is removed (editors on Windows add one); left in place it would
+    become part of the first id and silently change what that line means.
+
     Raises:
-        InputFileError: the file is not valid UTF-8 (naming the line).
+        InputFileError: the path is missing or a directory, a ``.gz`` file is truncated or not gzip at
+            all, or a line is not valid UTF-8 (naming the line).
     """
     import gzip
+    import zlib
 
     path = Path(path)
+    if path.is_dir():
+        raise InputFileError(path, None, "is a directory, expected a file")
+    if not path.is_file():
+        raise InputFileError(path, None, "no such file")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+    number = 0
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputFileError(path, number, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+                if number == 1 and text.startswith(_BOM):
+                    text = text[1:]
+                yield number, text.rstrip("\r\n")
+    except gzip.BadGzipFile:
+        raise InputFileError(path, None, "named .gz but is not gzip-compressed (rename it or compress it)") from None
+    except (EOFError, zlib.error) as exc:
+        # gzip reads lazily: a cut-off file fails only when the reader reaches the cut.
+        raise InputFileError(path, number + 1, f"truncated or corrupt gzip data ({exc})") from None
+
+
+def parse_yaml(text: str, path: str | os.PathLike) -> Any:
+    """``yaml.safe_load`` of ``text`` (read from ``path``), refusing a key given twice in one mapping.
+
+    PyYAML keeps the last of two equal keys without a word; in a config that silently drops a setting.
+
+    Raises:
+        InputFileError: invalid YAML or a duplicate key, naming the line.
+    """
+    import yaml
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
             try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputFileError(path, number, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-            yield number, text.rstrip("\r\n")
+                if key in first:
+                    raise InputFileError(path, line, f"duplicate key {key!r} (first on line {first[key]})")
+                first[key] = line
+            except TypeError:  # an unhashable key: SafeLoader itself refuses it below
+                pass
+        return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    try:
+        return yaml.load(text, Loader=StrictLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or exc
+        raise InputFileError(path, mark.line + 1 if mark is not None else None, f"invalid YAML ({problem})") from None
 
 
 def read_json_or_none(path: str | os.PathLike) -> Any:

@@ -70,25 +70,25 @@ def test_sweep_expands_to_the_product_of_its_axes(tmp_path):
 def test_sweep_analysis_tables_and_plots(tmp_path):
     config = load_config(_write(tmp_path, BASE + """sweep:
   base: {}
-  axes: {method: [kd, ot], backbone: [small, big]}
+  axes: {method: [kd, ot], backbone: [acme/small, acme/big]}
 """))
     students = config.all_students
     # Synthetic effectiveness: big > small, ot > kd, and the gap shrinks for the big backbone.
     rows = []
     for s in students:
         for lang, group in (("de", "high"), ("sw", "low"), ("yo", "low")):
-            value = 0.3 + (0.1 if s.backbone == "big" else 0) + (0.05 if s.method == "ot" else 0)
-            value += (0.2 if s.backbone == "small" else 0.05) if group == "high" else 0
+            value = 0.3 + (0.1 if s.backbone == "acme/big" else 0) + (0.05 if s.method == "ot" else 0)
+            value += (0.2 if s.backbone == "acme/small" else 0.05) if group == "high" else 0
             rows.append((s.name, "ntrex", lang, group, "mrr", value))
     rows.append(("teacher", "ntrex", "sw", "low", "mrr", 0.1))  # not a student: ignored
     results = pd.DataFrame(rows, columns=["system", "collection", "lang", "group", "metric", "value"])
     table = sweep_table(results, student_axes(students, config.sweep))
     assert len(table) == 4
     # rows (and so the plots' axes) keep the config's order of values, not the alphabet's
-    assert list(dict.fromkeys(table.backbone)) == ["small", "big"] and list(dict.fromkeys(table.method)) == ["kd", "ot"]
-    small_kd = table[(table.backbone == "small") & (table.method == "kd")].iloc[0]
+    assert list(dict.fromkeys(table.backbone)) == ["acme/small", "acme/big"] and list(dict.fromkeys(table.method)) == ["kd", "ot"]
+    small_kd = table[(table.backbone == "acme/small") & (table.method == "kd")].iloc[0]
     assert small_kd["gap"] == pytest.approx(0.2) and small_kd["low"] == pytest.approx(0.3)
-    big_ot = table[(table.backbone == "big") & (table.method == "ot")].iloc[0]
+    big_ot = table[(table.backbone == "acme/big") & (table.method == "ot")].iloc[0]
     assert big_ot["gap"] == pytest.approx(0.05) and big_ot["all"] == pytest.approx((0.5 + 0.45 * 2) / 3)
 
     written = write_sweep_analysis(table, ["method", "backbone"], "mrr", tmp_path / "sweep")

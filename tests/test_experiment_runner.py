@@ -104,12 +104,13 @@ def test_changing_one_setting_recomputes_only_what_depends_on_it(study):
 def test_the_fused_hybrid_equals_the_retrieval_systems_own(study, tmp_path):
     from clir_eval.collections.registry import load_collection
     from clir_eval.experiment.runner import StudyRunner
-    from clir_eval.retrieval.systems import IndexDirs, run_system
+    from clir_eval.retrieval.systems import IndexDirs, index_key, run_system
 
     config, root, _ = study
     runner = StudyRunner(config, cache_root=root / "cache")
     options = runner.system_options({})
-    indexes = IndexDirs.under(root / "cache" / "indexes" / "ntrex")
-    direct = run_system("hybrid", load_collection("ntrex"), "sw", "test", indexes=indexes,
+    ntrex = load_collection("ntrex")
+    indexes = IndexDirs.under(root / "cache" / "indexes" / index_key(ntrex))
+    direct = run_system("hybrid", ntrex, "sw", "test", indexes=indexes,
                         out_path=tmp_path / "hybrid.run", hits=config.hits, tag="hybrid", options=options)
     assert direct.read_bytes() == (root / "out" / "runs" / "ntrex" / "sw" / "hybrid.run").read_bytes()

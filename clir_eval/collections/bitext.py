@@ -17,8 +17,8 @@ from typing import Mapping
 
 from clir_eval.collections.readers import read_bitext
 from clir_eval.collections.records import BitextPair
-from clir_eval.collections.registry import builtin_dir, list_collections, load_collection
-from clir_eval.io import InputFileError
+from clir_eval.collections.registry import Collection, builtin_dir, list_collections, load_collection
+from clir_eval.io import InputFileError, parse_yaml
 
 BITEXT_MANIFEST = "bitext.yaml"
 _KEYS = (
@@ -53,6 +53,26 @@ class BitextSource:
         object.__setattr__(self, "files", {k: dict(v) for k, v in self.files.items()})
 
 
+def _files_source(source: str) -> Path | None:
+    """The folder of a file-based source: a built-in name first, else a directory with ``bitext.yaml``
+    (relative to the working directory, like every other path a user gives)."""
+    for folder in (builtin_dir() / source, Path(source)):
+        if (folder / BITEXT_MANIFEST).is_file():
+            return folder
+    return None
+
+
+def _paired_collection(source: str) -> Collection:
+    """A collection (built-in name or directory) whose manifest lists ``bitext_splits``."""
+    if source not in list_collections() and not Path(source).is_dir():
+        raise KeyError(f"unknown bitext source {source!r}; sources: {', '.join(list_bitext_sources())}, or a "
+                       f"directory with {BITEXT_MANIFEST} or with a collection.yaml listing bitext_splits")
+    collection = load_collection(source, validate=False)
+    if not collection.bitext_splits:
+        raise KeyError(f"{source!r} provides no bitext; sources: {', '.join(list_bitext_sources())}")
+    return collection
+
+
 def list_bitext_sources() -> list[str]:
     """Names usable with :func:`load_bitext`: folders with ``bitext.yaml`` and collections with ``bitext_splits``."""
     folder = builtin_dir()
@@ -63,15 +83,11 @@ def list_bitext_sources() -> list[str]:
 
 def load_bitext_source(name_or_dir: str | os.PathLike) -> BitextSource:
     """Read a ``bitext.yaml`` (built-in name or directory); unknown keys are errors naming the key."""
-    import yaml
-
-    path = Path(name_or_dir)
-    if isinstance(name_or_dir, str) and (builtin_dir() / name_or_dir / BITEXT_MANIFEST).is_file():
-        path = builtin_dir() / name_or_dir
+    path = _files_source(str(name_or_dir))
+    if path is None:
+        raise KeyError(f"no bitext source {str(name_or_dir)!r} (no {Path(name_or_dir) / BITEXT_MANIFEST})")
     manifest = path / BITEXT_MANIFEST
-    if not manifest.is_file():
-        raise KeyError(f"no bitext source {str(name_or_dir)!r} (no {manifest})")
-    data = yaml.safe_load(manifest.read_text(encoding="utf-8"))
+    data = parse_yaml(manifest.read_text(encoding="utf-8"), manifest)
     if not isinstance(data, dict):
         raise InputFileError(manifest, None, "expected a mapping")
     for key in data:
@@ -101,11 +117,9 @@ def load_bitext_source(name_or_dir: str | os.PathLike) -> BitextSource:
 
 def bitext_languages(source: str) -> dict[str, tuple[str, ...]]:
     """``{lang: (splits...)}`` available from ``source`` (``"lafand"``, ``"ntrex"``)."""
-    if (builtin_dir() / source / BITEXT_MANIFEST).is_file():
+    if _files_source(source) is not None:
         return {lang: tuple(by_split) for lang, by_split in load_bitext_source(source).files.items()}
-    collection = load_collection(source, validate=False)
-    if not collection.bitext_splits:
-        raise KeyError(f"{source!r} provides no bitext; sources: {', '.join(list_bitext_sources())}")
+    collection = _paired_collection(source)
     langs: dict[str, list[str]] = {}
     for split in collection.bitext_splits:
         for lang in collection.languages_in(split):
@@ -124,16 +138,14 @@ def load_bitext(source: str, lang: str, split: str) -> list[BitextPair]:
         KeyError: unknown source, language or split (the message lists the valid ones).
         ValueError: a split that the source reserves for evaluation.
     """
-    if (builtin_dir() / source / BITEXT_MANIFEST).is_file():
+    if _files_source(source) is not None:
         files = load_bitext_source(source).files
         if lang not in files:
             raise KeyError(f"{source!r} has no bitext for {lang!r}; languages: {', '.join(sorted(files))}")
         if split not in files[lang]:
             raise KeyError(f"{source!r} has no {split!r} split for {lang!r}; splits: {', '.join(files[lang])}")
         return read_bitext(files[lang][split])
-    if source not in list_collections():
-        raise KeyError(f"unknown bitext source {source!r}; sources: {', '.join(list_bitext_sources())}")
-    collection = load_collection(source, validate=False)
+    collection = _paired_collection(source)
     if split not in collection.bitext_splits:
         raise ValueError(
             f"{source!r} split {split!r} is not available as bitext: only {list(collection.bitext_splits)} "

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _EXAMPLES = 3
+#: What to do with leaking pairs: refuse them, drop them, or keep them with a warning.
+LEAKAGE_POLICIES = ("error", "drop", "allow")
 
 
 class LeakageError(ValueError):
@@ -165,3 +167,22 @@ def test_documents(collections: Iterable[Collection], split: str = "test") -> li
         judged = {qrel.docid for qrel in collection.qrels(split) if qrel.relevance > 0}
         texts.extend(f"{doc.title}\n{doc.contents}" for doc in collection.documents() if doc.docid in judged)
     return texts
+
+
+def guard_bitext(bitext: Iterable[BitextPair], test_topics: Iterable[Topic], policy: str = "error") -> LeakageReport:
+    """:func:`check_leakage` under a named policy (``"error"``, ``"drop"`` or ``"allow"``).
+
+    Raises:
+        ValueError: an unknown policy.
+        LeakageError: pairs leak and the policy is ``"error"``.
+    """
+    if policy not in LEAKAGE_POLICIES:
+        raise ValueError(f"leakage policy must be one of {list(LEAKAGE_POLICIES)}, got {policy!r}")
+    return check_leakage(bitext, test_topics, allow_leakage=policy == "allow", drop_leaking=policy == "drop")
+
+
+def builtin_test_topics() -> list[Topic]:
+    """Every test topic of every built-in collection: what any bitext must not contain, whatever the study."""
+    from clir_eval.collections.registry import list_collections, load_collection
+
+    return evaluation_topics(load_collection(name, validate=False) for name in list_collections())

@@ -10,7 +10,8 @@ Formats:
 * bitext: JSONL ``{"id", "source", "target"}`` per line; the languages come from the file name
   ``<source>-<target>.<rest>`` (e.g. ``sw-en.train.jsonl.gz``) or from the caller.
 
-Ids are kept exactly as written (``str``), never cast.
+Ids are kept exactly as written (``str``), never cast, and may not contain whitespace (runs and qrels are
+whitespace-separated). A leading UTF-8 byte-order mark is ignored (:func:`clir_eval.io.read_text_lines`).
 """
 
 from __future__ import annotations
@@ -24,24 +25,15 @@ from typing import Iterator
 from clir_eval.collections.records import BitextPair, Document, Qrel, Topic
 from clir_eval.io import InputFileError, read_text_lines
 
-_BOM = "\ufeff"
 # A TREC topic block's fields: the text after a tag runs until the next tag (or the end of the block).
 _TREC_NUM = re.compile(r"<num>\s*(?:Number:)?\s*(.*?)\s*(?=<|\n|$)", re.IGNORECASE)
 _TREC_TITLE = re.compile(r"<title>\s*(.*?)\s*(?=<[/a-z]|$)", re.IGNORECASE | re.DOTALL)
 _BITEXT_NAME = re.compile(r"^([A-Za-z]{2,3}(?:[-_][A-Za-z]{4})?)-([A-Za-z]{2,3}(?:[-_][A-Za-z]{4})?)\.")
 
 
-def _lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """``read_text_lines`` with a leading UTF-8 byte-order mark removed (editors on Windows add one)."""
-    for number, line in read_text_lines(path):
-        if number == 1 and line.startswith(_BOM):
-            line = line[1:]
-        yield number, line
-
-
 def is_trec_topics(path: str | os.PathLike) -> bool:
     """True when the first non-blank line of ``path`` opens a TREC ``<top>`` block."""
-    for _, line in _lines(path):
+    for _, line in read_text_lines(path):
         if line.strip():
             return line.strip().lower().startswith("<top")
     return False
@@ -71,7 +63,7 @@ def read_qid_text_tsv(path: str | os.PathLike, text_name: str = "query text") ->
         InputFileError: a line without exactly one tab, an empty qid or ``text_name``, a duplicate qid.
     """
     seen: dict[str, int] = {}
-    for number, line in _lines(path):
+    for number, line in read_text_lines(path):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -82,6 +74,7 @@ def read_qid_text_tsv(path: str | os.PathLike, text_name: str = "query text") ->
             raise InputFileError(path, number, "empty qid")
         if not text:
             raise InputFileError(path, number, f"empty {text_name} for qid {qid!r}")
+        _check_id(path, number, "qid", qid)
         if qid in seen:
             raise InputFileError(path, number, f"duplicate qid {qid!r} (first on line {seen[qid]})")
         seen[qid] = number
@@ -97,7 +90,7 @@ def _read_trec_topics(path: str | os.PathLike, lang: str) -> Iterator[Topic]:
     seen: dict[str, int] = {}
     block: list[str] = []
     start: int | None = None
-    for number, line in _lines(path):
+    for number, line in read_text_lines(path):
         lowered = line.strip().lower()
         if start is None:
             if not lowered:
@@ -127,6 +120,7 @@ def _parse_trec_block(path: str | os.PathLike, start: int, text: str, lang: str)
     if num is None or not num.group(1).strip():
         raise InputFileError(path, start, "TREC topic without a <num>")
     qid = num.group(1).strip()
+    _check_id(path, start, "qid", qid)
     title = _TREC_TITLE.search(text)
     if title is None:
         raise InputFileError(path, start, f"TREC topic {qid!r} without a <title>")
@@ -143,7 +137,7 @@ def read_qrels(path: str | os.PathLike) -> list[Qrel]:
     """
     qrels: list[Qrel] = []
     seen: dict[tuple[str, str], int] = {}
-    for number, line in _lines(path):
+    for number, line in read_text_lines(path):
         fields = line.split()
         if not fields:
             continue
@@ -185,11 +179,12 @@ def read_corpus(path: str | os.PathLike) -> Iterator[Document]:
     """
     seen: dict[str, tuple[Path, int]] = {}
     for file in corpus_files(path):
-        for number, line in _lines(file):
+        for number, line in read_text_lines(file):
             if not line.strip():
                 continue
             record = _json_object(file, number, line)
             docid = _string_field(file, number, record, "id")
+            _check_id(file, number, "document id", docid)
             contents = _string_field(file, number, record, "contents", allow_empty=True)
             title = record.get("title", "")
             if not isinstance(title, str):
@@ -226,7 +221,7 @@ def read_bitext(
         target_lang = target_lang or named[1]
     pairs: list[BitextPair] = []
     seen: dict[str, int] = {}
-    for number, line in _lines(path):
+    for number, line in read_text_lines(path):
         if not line.strip():
             continue
         record = _json_object(path, number, line)
@@ -238,6 +233,12 @@ def read_bitext(
         seen[pair_id] = number
         pairs.append(BitextPair(source, target, source_lang, target_lang, pair_id))
     return pairs
+
+
+def _check_id(path: str | os.PathLike, number: int, what: str, value: str) -> None:
+    """Ids go into whitespace-separated run and qrels files, so whitespace inside one cannot be written back."""
+    if any(ch.isspace() for ch in value):
+        raise InputFileError(path, number, f"{what} {value!r} contains whitespace (ids must be single tokens)")
 
 
 def _json_object(path: str | os.PathLike, number: int, line: str) -> dict:

@@ -24,7 +24,7 @@ from typing import Iterator, Mapping
 
 from clir_eval.collections.readers import read_corpus, read_qrels, read_topics
 from clir_eval.collections.records import Document, Qrel, Topic
-from clir_eval.io import InputFileError
+from clir_eval.io import InputFileError, parse_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -217,12 +217,8 @@ def _from_manifest(manifest: Path, builtin: bool) -> Collection:
         text = manifest.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise InputFileError(manifest, None, f"not valid UTF-8 ({exc.reason})") from None
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        line = exc.problem_mark.line + 1 if getattr(exc, "problem_mark", None) else None
-        raise InputFileError(manifest, line, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    data = parse_yaml(text, manifest)
+    node = yaml.compose(text)
     if not isinstance(data, dict):
         raise InputFileError(manifest, None, "expected a mapping of keys (name, corpus, splits, ...)")
     lines = _key_lines(node)
@@ -398,7 +394,7 @@ def _topics_in(folder: Path) -> dict[str, Path]:
     for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         lang = file.name.split(".", 1)[0]
         if not _LANG_CODE.match(lang):
-            raise InputFileError(file, None, "topics files must be named <lang>.<ext>, e.g. sw.tsv or fil.trec")
+            raise InputFileError(file, None, _bad_topics_name(lang))
         if lang in topics:
             raise InputFileError(
                 file, None, f"two topics files for language {lang!r}: {topics[lang].name} and {file.name}"
@@ -407,3 +403,11 @@ def _topics_in(folder: Path) -> dict[str, Path]:
     if not topics:
         raise InputFileError(folder, None, "no topics files (<lang>.tsv or TREC topics)")
     return topics
+
+
+def _bad_topics_name(lang: str) -> str:
+    """Why ``<lang>.<ext>`` is not a topics file name, and the name to use."""
+    if _LANG_CODE.match(lang.lower()):
+        return f"language codes are lowercase: rename it to {lang.lower()}.<ext>"
+    return (f"{lang!r} is not a language code: topics files are named <lang>.<ext> with an ISO 639 code of 2-3 "
+            f"lowercase letters (optionally -Script or -REGION), e.g. sw.tsv, fil.trec, zh-CN.tsv")

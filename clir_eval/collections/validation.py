@@ -2,8 +2,9 @@
 
 Errors (the collection is unusable as is):
 
-* any malformed line, empty query text, duplicate qid/docid or non-UTF-8 byte (raised by the readers,
-  collected here with file and line);
+* any malformed line, empty query text, duplicate qid/docid, id with whitespace or non-UTF-8 byte
+  (raised by the readers, collected here with file and line);
+* an empty corpus;
 * a *relevant* judgement (relevance > 0) for a docid that is not in the corpus: that document can
   never be retrieved, so every metric would be silently capped.
 
@@ -76,6 +77,10 @@ def validate_collection(collection: Collection, strict: bool = False) -> Validat
             docids.add(doc.docid)
     except InputFileError as exc:
         errors.append(str(exc))
+        corpus_ok = False
+    if corpus_ok and not docids:
+        # Said once here, rather than as every relevant judgement pointing outside the corpus.
+        errors.append(f"{collection.corpus_path}: the corpus has no documents")
         corpus_ok = False
 
     num_topics: dict[str, dict[str, int]] = {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from clir_eval.io import atomic_directory, atomic_write
+from clir_eval.io import atomic_directory, atomic_write, build_lock
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +58,19 @@ class StepCache:
         path = self.path_for(kind, name, inputs)
         key = path.name.rsplit("-", 1)[-1]
         start = time.perf_counter()
-        if (path / STAMP).is_file():
-            self.records.append(StepRecord(f"{kind}/{name}", key, str(path), True, 0.0, inputs))
-            logger.info("cached: %s/%s", kind, name)
-            return path
-        logger.info("running: %s/%s", kind, name)
-        with atomic_directory(path) as tmp:
-            build(tmp)
-            with atomic_write(tmp / STAMP) as handle:
-                json.dump({"step": f"{kind}/{name}", "key": key, "inputs": inputs}, handle, indent=2,
-                          sort_keys=True, default=str)
+        # A second study running the same step waits, then finds it complete; the locks live apart, so a
+        # kind's directory holds nothing but steps.
+        with build_lock(path, lock_dir=self.root / ".locks" / kind):
+            if (path / STAMP).is_file():
+                self.records.append(StepRecord(f"{kind}/{name}", key, str(path), True, 0.0, inputs))
+                logger.info("cached: %s/%s", kind, name)
+                return path
+            logger.info("running: %s/%s", kind, name)
+            with atomic_directory(path) as tmp:
+                build(tmp)
+                with atomic_write(tmp / STAMP) as handle:
+                    json.dump({"step": f"{kind}/{name}", "key": key, "inputs": inputs}, handle, indent=2,
+                              sort_keys=True, default=str)
         seconds = time.perf_counter() - start
         self.records.append(StepRecord(f"{kind}/{name}", key, str(path), False, seconds, inputs))
         return path

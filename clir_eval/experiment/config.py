@@ -72,6 +72,8 @@ class EvaluationSpec:
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.n_resamples < 1:
+            raise ValueError(f"n_resamples must be >= 1, got {self.n_resamples}")
         if not self.metrics:
             raise ValueError("metrics must not be empty")
 
@@ -124,6 +126,10 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if self.hits < 1:
             raise ValueError(f"hits must be >= 1, got {self.hits}")
+        if self.dev_pairs is not None and self.dev_pairs < 1:
+            raise ValueError(f"dev_pairs must be >= 1 or null, got {self.dev_pairs}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
         names = [s.name for s in self.all_students]
         if len(set(names)) != len(names):
             raise ValueError(f"student names must be unique, got {names}")
@@ -164,6 +170,22 @@ class ExperimentConfig:
         generated = [f"student:{name}" for name in self.starts] + [f"student:{s.name}" for s in self.all_students]
         listed += [system for system in generated if system not in listed]
         return tuple(listed)
+
+    @property
+    def system_names(self) -> dict[str, str]:
+        """Every system of the study by the name of its runs (files, tags, leaderboards) -> its spec.
+
+        The one list of names that baselines and the hybrid's components may use; systems the study
+        generates belong here too. Students are named by their config name.
+        """
+        from clir_eval.retrieval.systems import system_name
+
+        students = {s.name for s in self.all_students} | set(self.starts)
+        names = {}
+        for system in self.all_systems:
+            kind, _, argument = system.partition(":")
+            names[argument if kind == "student" and argument in students else system_name(system)] = system
+        return names
 
     def to_dict(self) -> dict[str, Any]:
         return to_mapping(self)
@@ -231,21 +253,24 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     Raises:
         ConfigError: naming the file and the offending key.
     """
-    import yaml
+    from clir_eval.io import InputFileError, parse_yaml
 
     path = Path(path) if path is not None else DEFAULT_CONFIG
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        data = parse_yaml(path.read_text(encoding="utf-8"), path)
+    except InputFileError as exc:
+        raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 ({exc.reason})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data = {**data, **(overrides or {})}
     data.setdefault("output_dir", str(Path("results") / str(data.get("name", path.stem))))
     config = from_mapping(ExperimentConfig, data, where=str(path))
     config.all_students  # validates the sweep's generated students now, not mid-run
+    from clir_eval.experiment.checks import check_study
+
+    check_study(config, str(path))
     return replace(config)

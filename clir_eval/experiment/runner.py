@@ -114,7 +114,7 @@ class StudyRunner:
         does not depend on the order of the bitext file.
         """
         from clir_eval.collections.bitext import bitext_languages, load_bitext
-        from clir_eval.collections.leakage import check_leakage, evaluation_topics
+        from clir_eval.collections.leakage import evaluation_topics, guard_bitext
 
         pairs: list[BitextPair] = []
         for lang in languages:
@@ -125,9 +125,7 @@ class StudyRunner:
             if max_pairs is not None and len(chosen) > max_pairs:
                 chosen = random.Random(f"{self.config.seed}-{lang}-{split}").sample(chosen, max_pairs)
             pairs.extend(chosen)
-        report = check_leakage(pairs, evaluation_topics(self.collections.values(), split="test"),
-                               allow_leakage=self.config.leakage == "allow",
-                               drop_leaking=self.config.leakage == "drop")
+        report = guard_bitext(pairs, evaluation_topics(self.collections.values(), split="test"), self.config.leakage)
         return list(report.pairs)
 
     def english_text(self, sources: tuple[str, ...], count: int) -> list[str]:
@@ -225,13 +223,13 @@ class StudyRunner:
     def search(self, collection: Any, lang: str, split: str, system: str, spec: str, options: Any,
                done: dict[str, Path]) -> Path:
         """One run (cached); returns the cached run file. ``done`` maps specs to this language's finished runs."""
-        from clir_eval.retrieval.systems import IndexDirs, run_system
+        from clir_eval.retrieval.systems import IndexDirs, index_key, run_system
 
         parts = [options.fusion.sparse, options.fusion.dense]
         if spec == "hybrid" and all(part in done for part in parts) and options.fusion.depth <= self.config.hits:
             return self.fuse(collection, lang, system, [done[part] for part in parts], options.fusion)
 
-        per_collection = IndexDirs.under(self.cache_root / "indexes" / collection.name)
+        per_collection = IndexDirs.under(self.cache_root / "indexes" / index_key(collection))
         # PSQ tables are shared by collections: eflomal has no seed, so one table per bitext keeps runs comparable.
         indexes = IndexDirs(per_collection.lucene, per_collection.dense, self.cache_root / "indexes" / "psq")
         inputs = {"version": STEP_VERSION, "spec": spec, "collection": collection.name, "lang": lang,

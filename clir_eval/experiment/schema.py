@@ -17,7 +17,14 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A config value is missing, unknown or of the wrong type; the message names the key."""
+    """A config value is missing, unknown or of the wrong type; the message names the key.
+
+    Several problems may be given at once, one line each (``errors``).
+    """
+
+    def __init__(self, *lines: str) -> None:
+        self.errors = list(lines)
+        super().__init__("\n".join(lines))
 
 
 def _describe(tp: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -154,3 +155,24 @@ def resolve_model(name_or_path: str, encoder: EncoderConfig | None = None) -> Mo
 def list_models() -> list[str]:
     """Names of the built-in models."""
     return sorted(BUILTIN_MODELS)
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_model_name(name_or_path: str) -> str:
+    """``name_or_path`` if :func:`resolve_model` can load it: a built-in name, an existing directory, or
+    something shaped like a Hugging Face id (``owner/name``); checked without loading or downloading.
+
+    Raises:
+        ValueError: none of those, naming what is valid.
+    """
+    path = Path(name_or_path)
+    if name_or_path in BUILTIN_MODELS or path.is_dir():
+        return name_or_path
+    if path.exists():
+        raise ValueError(f"{name_or_path}: a model path must be a directory")
+    if _HUB_ID.match(name_or_path):
+        return name_or_path
+    raise ValueError(f"unknown model {name_or_path!r}; valid: a built-in name ({', '.join(list_models())}), "
+                     f"a model directory, or a Hugging Face id owner/name")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clir_eval.collections.records import Document
-from clir_eval.io import atomic_directory, atomic_write, read_json_or_none
+from clir_eval.io import atomic_directory, atomic_write, build_lock, read_json_or_none
 from clir_eval.retrieval.analysis import INDEX_ANALYZER, java_analyzer
 from clir_eval.retrieval.translation.base import TranslatedQuery
 
@@ -94,6 +94,11 @@ def build_lucene_index(documents: Iterable[Document], index_dir: str | os.PathLi
     docs, sha = corpus_fingerprint(documents)
     if not docs:
         raise ValueError("cannot index an empty corpus")
+    with build_lock(index_dir):  # a second process waits for this build and then reuses it
+        return _build_lucene_index(docs, sha, index_dir, force)
+
+
+def _build_lucene_index(docs: list[Document], sha: str, index_dir: Path, force: bool) -> LuceneIndexInfo:
     meta = _read_meta(index_dir)
     wanted = {"format": LUCENE_FORMAT, "corpus_sha256": sha, "analyzer": INDEX_ANALYZER}
     if not force and meta is not None and all(meta.get(k) == v for k, v in wanted.items()):

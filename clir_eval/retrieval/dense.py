@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from clir_eval.collections.records import Document, Topic
-from clir_eval.io import atomic_directory, atomic_write, read_json_or_none, sha256_file
+from clir_eval.io import atomic_directory, atomic_write, build_lock, read_json_or_none, sha256_file
 from clir_eval.retrieval.bm25 import corpus_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -232,25 +232,26 @@ def build_dense_index(
         params = {"kind": "flat", "shard_id": shard[0], "shard_num": shard[1], "start": start, "end": end}
     described = describe_model(model)
     wanted = {"format": DENSE_FORMAT, "corpus_sha256": corpus_sha, **described, "index": params}
-    meta = read_index_meta(target)
-    if not force and _matches(meta, wanted):
-        logger.info("reusing dense index %s (%s, %d documents)", target, described["model"], meta["num_docs"])
-        return DenseIndexInfo(target, meta, reused=True)
-    if meta is not None:
-        logger.info("rebuilding dense index %s: it was built from another model, corpus or setting", target)
-    if encoder is None:
-        from clir_eval.models.pyserini_adapters import DocumentEncoder
+    with build_lock(target):  # a second process waits for this build and then reuses it
+        meta = read_index_meta(target)
+        if not force and _matches(meta, wanted):
+            logger.info("reusing dense index %s (%s, %d documents)", target, described["model"], meta["num_docs"])
+            return DenseIndexInfo(target, meta, reused=True)
+        if meta is not None:
+            logger.info("rebuilding dense index %s: it was built from another model, corpus or setting", target)
+        if encoder is None:
+            from clir_eval.models.pyserini_adapters import DocumentEncoder
 
-        encoder = DocumentEncoder(model, batch_size=config.batch_size)
-    part = docs[start:end]
-    vectors = encode_documents(part, encoder, show_progress=show_progress) if part else None
-    if vectors is None:
-        raise ValueError(f"shard {shard} of {len(docs)} documents is empty; use fewer shards")
-    meta = {**wanted, "num_docs": len(part), "dim": int(vectors.shape[1]), "corpus_num_docs": len(docs)}
-    with atomic_directory(target) as tmp:
-        _write_index(tmp, vectors, [doc.docid for doc in part], replace(config, kind=params["kind"]), meta)
-    logger.info("built dense index %s (%s, %d documents, dim %d)", target, described["model"], len(part), meta["dim"])
-    return DenseIndexInfo(target, meta)
+            encoder = DocumentEncoder(model, batch_size=config.batch_size)
+        part = docs[start:end]
+        vectors = encode_documents(part, encoder, show_progress=show_progress) if part else None
+        if vectors is None:
+            raise ValueError(f"shard {shard} of {len(docs)} documents is empty; use fewer shards")
+        meta = {**wanted, "num_docs": len(part), "dim": int(vectors.shape[1]), "corpus_num_docs": len(docs)}
+        with atomic_directory(target) as tmp:
+            _write_index(tmp, vectors, [doc.docid for doc in part], replace(config, kind=params["kind"]), meta)
+        logger.info("built dense index %s (%s, %d documents, dim %d)", target, described["model"], len(part), meta["dim"])
+        return DenseIndexInfo(target, meta)
 
 
 def read_vectors(index_dir: str | os.PathLike) -> tuple[np.ndarray, list[str]]:

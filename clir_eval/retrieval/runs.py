@@ -86,6 +86,13 @@ def format_score(score: float) -> str:
     return repr(float(score))
 
 
+def check_tag(tag: str) -> str:
+    """``tag`` if it can be a run tag (the sixth column): a non-empty string without whitespace."""
+    if not isinstance(tag, str) or not tag or any(ch.isspace() for ch in tag):
+        raise ValueError(f"run tag must be a non-empty string without whitespace, got {tag!r}")
+    return tag
+
+
 def write_run(path: str | os.PathLike, run: Mapping[str, Hits], tag: str, depth: int | None = None) -> None:
     """Write ``run`` as a TREC run file, atomically and deterministically.
 
@@ -97,8 +104,7 @@ def write_run(path: str | os.PathLike, run: Mapping[str, Hits], tag: str, depth:
         tag: the run tag (sixth column); required, non-empty, no whitespace.
         depth: keep only the best ``depth`` hits per query (``None``: all).
     """
-    if not isinstance(tag, str) or not tag or any(ch.isspace() for ch in tag):
-        raise ValueError(f"run tag must be a non-empty string without whitespace, got {tag!r}")
+    check_tag(tag)
     if depth is not None and depth < 1:
         raise ValueError(f"depth must be >= 1 or None, got {depth}")
     for qid in run:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clir_eval.collections.leakage import LEAKAGE_POLICIES
 from clir_eval.collections.records import Topic
 from clir_eval.retrieval.bm25 import Bm25Config
 from clir_eval.retrieval.dense import DenseIndexConfig
@@ -71,8 +72,6 @@ SYSTEM_KINDS: dict[str, SystemKind] = {
 
 #: Bitext tried for ``bm25-psq``, in order: the first ``(source, split)`` that has the language is used.
 DEFAULT_PSQ_BITEXT: tuple[tuple[str, str], ...] = (("lafand", "train"), ("ntrex", "dev"))
-
-LEAKAGE_POLICIES = ("drop", "error", "allow")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -229,7 +228,7 @@ def psq_bitext(collection: "Collection", lang: str, split: str, options: SystemO
         LeakageError: pairs leak and ``psq_leakage="error"``.
     """
     from clir_eval.collections.bitext import bitext_languages, load_bitext
-    from clir_eval.collections.leakage import check_leakage, evaluation_topics
+    from clir_eval.collections.leakage import evaluation_topics, guard_bitext
 
     for source, bitext_split in options.psq_bitext:
         if bitext_split in bitext_languages(source).get(lang, ()):
@@ -237,8 +236,7 @@ def psq_bitext(collection: "Collection", lang: str, split: str, options: SystemO
             break
     else:
         raise ValueError(f"no bitext for {lang!r} in {list(options.psq_bitext)}; bm25-psq needs {lang}-en bitext")
-    report = check_leakage(pairs, evaluation_topics([collection], split), drop_leaking=options.psq_leakage == "drop",
-                           allow_leakage=options.psq_leakage == "allow")
+    report = guard_bitext(pairs, evaluation_topics([collection], split), options.psq_leakage)
     if not report.pairs:
         raise ValueError(f"every {source}/{bitext_split} {lang}-en pair leaks {collection.name} {split} topics")
     logger.info("bm25-psq %s: %d %s/%s pairs (%d dropped by the leakage guard)", lang, len(report.pairs), source,
@@ -382,11 +380,20 @@ def default_run_path(root: str | os.PathLike, collection: str, lang: str, spec: 
     return Path(root) / collection / lang / f"{system_name(spec)}.run"
 
 
-def default_index_dirs(collection: str) -> IndexDirs:
-    """``<cache root>/indexes/<collection>/{lucene,dense}`` and the shared PSQ table cache ``<cache root>/psq``
+def index_key(collection: "Collection") -> str:
+    """Directory name of a collection's indexes: its name plus a hash of its corpus files, so that two
+    collections with the same name (two user directories called ``data``) never share, and rebuild, each
+    other's indexes."""
+    from clir_eval.io import sha256_tree
+
+    return f"{_UNSAFE.sub('_', collection.name)}-{sha256_tree(collection.corpus_path)[:12]}"
+
+
+def default_index_dirs(collection: "Collection") -> IndexDirs:
+    """``<cache root>/indexes/<index_key>/{lucene,dense}`` and the shared PSQ table cache ``<cache root>/psq``
     (tables are keyed by their bitext and settings, so collections share them); the cache root is that of
     :func:`clir_eval.models.cache.model_cache_dir`."""
     from clir_eval.retrieval.translation.psq import psq_cache_dir
 
-    under = IndexDirs.under(psq_cache_dir().parent / "indexes" / _UNSAFE.sub("_", collection))
+    under = IndexDirs.under(psq_cache_dir().parent / "indexes" / index_key(collection))
     return IndexDirs(lucene=under.lucene, dense=under.dense, psq=psq_cache_dir())

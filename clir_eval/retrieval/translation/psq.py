@@ -39,7 +39,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from clir_eval.collections.records import BitextPair, Topic
-from clir_eval.io import atomic_write
+from clir_eval.io import atomic_write, build_lock
 from clir_eval.retrieval.analysis import INDEX_ANALYZER, STANDARD, TextAnalyzer, analyzer_for_language, check_analyzer
 from clir_eval.retrieval.translation.base import TranslatedQuery
 
@@ -232,10 +232,21 @@ def learn_translation_table(
     }
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:32]
     cache_file = Path(cache_dir or psq_cache_dir()) / f"{source_lang}-en.{key}.json"
-    if use_cache and cache_file.is_file():
-        logger.info("reusing PSQ table %s", cache_file)
-        return TranslationTable.load(cache_file)
+    if not use_cache:
+        return _learn_table(pairs, source_lang, source_analyzer, config, key_data)
+    with build_lock(cache_file):  # a second process learning the same table waits, then reuses it
+        if cache_file.is_file():
+            logger.info("reusing PSQ table %s", cache_file)
+            return TranslationTable.load(cache_file)
+        table = _learn_table(pairs, source_lang, source_analyzer, config, key_data)
+        table.save(cache_file)
+    logger.info("cached PSQ table %s (%d foreign terms)", cache_file, len(table.entries))
+    return table
 
+
+def _learn_table(pairs: Sequence[BitextPair], source_lang: str, source_analyzer: str, config: PsqTableConfig,
+                 key_data: dict[str, Any]) -> TranslationTable:
+    """Align the bitext and count ``p(e | f)`` (the work :func:`learn_translation_table` caches)."""
     foreign = TextAnalyzer(source_analyzer)
     english = TextAnalyzer(STANDARD)
     to_index = TextAnalyzer(INDEX_ANALYZER)
@@ -272,11 +283,7 @@ def learn_translation_table(
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: config.max_entries]
         entries[f] = tuple((e, n / total) for e, n in ranked)
     provenance = {**key_data, "num_pairs": len(pairs), "aligned_pairs": len(sources), "source_terms": len(entries)}
-    table = TranslationTable(source_lang, source_analyzer, entries, provenance)
-    if use_cache:
-        table.save(cache_file)
-        logger.info("cached PSQ table %s (%d foreign terms)", cache_file, len(entries))
-    return table
+    return TranslationTable(source_lang, source_analyzer, entries, provenance)
 
 
 class PsqTranslator:

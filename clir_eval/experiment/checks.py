@@ -1,0 +1,177 @@
+"""A study config checked against the registries before any step runs.
+
+:mod:`clir_eval.experiment.schema` checks shapes and types, each dataclass its own values; what needs
+the world outside the file is checked here, when the config loads: systems (the system registry),
+metrics (the metric parser), baselines and hybrid components (the study's own system names),
+collections, splits and languages (the collection registry), backbones (the model registry), bitext
+sources and the languages they cover, and the students' trainer options (``DistillConfig`` itself, so
+new options are covered as they are added). Every problem is reported, each as
+``<file>: <key path>: <message>``, so a bad config fails before a model is converted or trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from clir_eval.experiment.config import ExperimentConfig, StudentSpec
+from clir_eval.experiment.schema import ConfigError
+
+# Splits every student reads: the runner distils on "train" and evaluates on "dev" (StudyRunner.student).
+_STUDENT_SPLITS = ("train", "dev")
+
+
+def check_study(config: ExperimentConfig, source: str) -> None:
+    """Check ``config`` (read from ``source``) against the registries.
+
+    Raises:
+        ConfigError: one line per problem, ``<source>: <key>: <message>``.
+    """
+    checker = _Checker()
+    checker.systems(config)
+    if not checker.problems:  # names derive from the systems: meaningful only once those parse
+        checker.names(config)
+    checker.metrics(config)
+    checker.collections(config)
+    checker.models(config)
+    checker.students(config)
+    checker.psq_bitext(config)
+    if checker.problems:
+        raise ConfigError(*(f"{source}: {key + ': ' if key else ''}{message}" for key, message in checker.problems))
+
+
+class _Checker:
+    """Collects ``(key path, message)`` problems; each method checks one part of the study."""
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str]] = []
+        self._bitext: dict[str, dict[str, tuple[str, ...]] | None] = {}
+
+    def check(self, key: str, test: Callable[[], Any]) -> Any:
+        """``test()``, recording its ``ValueError``/``KeyError`` as a problem at ``key`` (None then)."""
+        try:
+            return test()
+        except KeyError as exc:
+            self.problems.append((key, str(exc.args[0]) if exc.args else str(exc)))
+        except (ValueError, TypeError) as exc:
+            self.problems.append((key, str(exc)))
+        return None
+
+    def systems(self, config: ExperimentConfig) -> None:
+        from clir_eval.retrieval.systems import parse_system
+
+        students = {s.name for s in config.all_students}
+        for i, system in enumerate(config.systems):
+            spec = self.check(f"systems[{i}]", lambda: parse_system(system))
+            if spec is None:
+                continue
+            if spec.kind == "student" and spec.argument not in students and not Path(spec.argument).is_dir():
+                self.problems.append((f"systems[{i}]", f"{spec.argument!r} is neither a student of this study "
+                                                       f"({', '.join(sorted(students)) or 'none'}) nor a directory"))
+
+    def names(self, config: ExperimentConfig) -> None:
+        """Baselines and hybrid components name systems of this study (:attr:`ExperimentConfig.system_names`)."""
+        from clir_eval.experiment.schema import from_mapping
+        from clir_eval.retrieval.fusion import FusionConfig
+        from clir_eval.retrieval.systems import parse_system
+
+        names = config.system_names
+        valid = f"valid: {', '.join(names)}"
+        for i, baseline in enumerate(config.evaluation.baselines):
+            if baseline not in names:
+                self.problems.append((f"evaluation.baselines[{i}]", f"{baseline!r} is not a system of the study; "
+                                                                     f"{valid}"))
+        for part, family in (("sparse", "bm25"), ("dense", "dense")):
+            value = config.hybrid.get(part)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                self.problems.append((f"hybrid.{part}", f"expected a system name, got {value!r}"))
+                continue
+            spec = names.get(value, value if value in names.values() else None)
+            if spec is None:
+                self.problems.append((f"hybrid.{part}", f"{value!r} is not a system of the study; {valid}"))
+            elif parse_system(spec).family != family:
+                self.problems.append((f"hybrid.{part}", f"{value!r} is not a {family} system"))
+        # The other hybrid settings, with the components left at defaults (a student name is not a spec).
+        settings = {k: v for k, v in config.hybrid.items() if k not in ("sparse", "dense")}
+        self.check("", lambda: from_mapping(FusionConfig, settings, where="hybrid"))  # names its key itself
+
+    def metrics(self, config: ExperimentConfig) -> None:
+        from clir_eval.evaluation.metrics import parse_metric
+
+        for i, metric in enumerate(config.evaluation.metrics):
+            self.check(f"evaluation.metrics[{i}]", lambda: parse_metric(metric))
+
+    def collections(self, config: ExperimentConfig) -> None:
+        from clir_eval.collections.registry import load_collection
+
+        for i, ref in enumerate(config.collections):
+            collection = self.check(f"collections[{i}].name", lambda: load_collection(ref.name, validate=False))
+            if collection is None:
+                continue
+            if ref.split not in collection.splits:
+                self.problems.append((f"collections[{i}].split", f"{ref.name!r} has no split {ref.split!r}; "
+                                                                  f"splits: {', '.join(collection.splits)}"))
+                continue
+            available = collection.languages_in(ref.split)
+            for j, lang in enumerate(ref.languages):
+                if lang not in available:
+                    self.problems.append((f"collections[{i}].languages[{j}]",
+                                          f"{ref.name!r} split {ref.split!r} has no topics in {lang!r}; "
+                                          f"languages: {', '.join(available)}"))
+
+    def models(self, config: ExperimentConfig) -> None:
+        from clir_eval.models.registry import check_model_name
+
+        self.check("teacher", lambda: check_model_name(config.teacher))
+        for key, student in _students(config):
+            self.check(f"{key}.backbone", lambda: check_model_name(student.backbone))
+
+    def students(self, config: ExperimentConfig) -> None:
+        from clir_eval.distill.trainer import DistillConfig
+
+        for key, student in _students(config):
+            # The settings StudyRunner.student trains with, built the way the trainer builds them.
+            settings = {"seed": config.seed, **student.options, "method": student.method,
+                        "student": student.backbone, "teacher": config.teacher}
+            distill = self.check(f"{key}.options", lambda: DistillConfig.from_dict(settings))
+            budget = student.max_pairs * len(student.languages) if student.max_pairs else None
+            if distill is not None and budget is not None and budget < distill.batch_size:
+                self.problems.append((f"{key}.max_pairs", f"{student.max_pairs} pairs x {len(student.languages)} "
+                                                          f"language(s) is fewer than one batch "
+                                                          f"(options.batch_size {distill.batch_size})"))
+            self._student_bitext(key, student)
+
+    def _student_bitext(self, key: str, student: StudentSpec) -> None:
+        covered = {source: self._languages(f"{key}.bitext[{i}]", source) for i, source in enumerate(student.bitext)}
+        if None in covered.values():
+            return
+        for j, lang in enumerate(student.languages):
+            for split in _STUDENT_SPLITS:
+                if not any(split in by_lang.get(lang, ()) for by_lang in covered.values()):
+                    self.problems.append((f"{key}.languages[{j}]", f"no bitext for {lang!r} ({split} split) in "
+                                                                   f"{list(student.bitext)}"))
+                    break
+
+    def psq_bitext(self, config: ExperimentConfig) -> None:
+        for i, (source, _) in enumerate(config.psq_bitext):
+            self._languages(f"psq_bitext[{i}][0]", source)
+
+    def _languages(self, key: str, source: str) -> dict[str, tuple[str, ...]] | None:
+        """``{lang: splits}`` of a bitext source, each source read once (None, and a problem, if unknown)."""
+        from clir_eval.collections.bitext import bitext_languages
+
+        if source not in self._bitext:
+            self._bitext[source] = self.check(key, lambda: bitext_languages(source))
+        elif self._bitext[source] is None:
+            self.check(key, lambda: bitext_languages(source))
+        return self._bitext[source]
+
+
+def _students(config: ExperimentConfig) -> Iterator[tuple[str, StudentSpec]]:
+    """Every student with its key path: ``students[i]``, or ``sweep[<name>]`` for a generated one."""
+    for i, student in enumerate(config.students):
+        yield f"students[{i}]", student
+    for student in config.all_students[len(config.students):]:
+        yield f"sweep[{student.name}]", student

@@ -1,0 +1,51 @@
+"""The study checks against the registries: what they accept (the shipped configs load in
+test_experiment_config.py; what they refuse is probed through the CLI in test_adversarial.py)."""
+
+import pytest
+
+from clir_eval.experiment.config import load_config
+from clir_eval.experiment.schema import ConfigError
+
+
+def _load(tmp_path, text):
+    path = tmp_path / "study.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+def test_system_names_are_run_names_and_students_by_their_config_name(tmp_path):
+    student_dir = tmp_path / "students" / "kd-sw"
+    student_dir.mkdir(parents=True)
+    translations = tmp_path / "nllb.tsv"
+    translations.write_text("q1\tcat\n", encoding="utf-8")
+    config = _load(tmp_path, f"""name: t
+collections: [{{name: ntrex, languages: [sw]}}]
+systems: [bm25-psq, "bm25-translated:{translations}", "student:{student_dir}", hybrid]
+students: [{{name: ot, method: ot, languages: [sw], max_pairs: 100}}]
+hybrid: {{sparse: "bm25-translated:{translations}", dense: ot}}
+evaluation: {{baselines: [bm25-translated-nllb, student-kd-sw, ot]}}
+""")
+    assert config.system_names == {
+        "bm25-psq": "bm25-psq", "bm25-translated-nllb": f"bm25-translated:{translations}",
+        "student-kd-sw": f"student:{student_dir}", "hybrid": "hybrid", "ot": "student:ot"}
+
+
+def test_hybrid_components_must_be_of_the_right_family(tmp_path):
+    with pytest.raises(ConfigError, match=r"hybrid.dense: 'bm25-psq' is not a dense system"):
+        _load(tmp_path, """name: t
+collections: [{name: ntrex, languages: [sw]}]
+systems: [bm25-psq, teacher, hybrid]
+hybrid: {dense: bm25-psq}
+""")
+
+
+def test_a_local_model_directory_and_a_hub_id_are_valid_backbones(tmp_path):
+    model = tmp_path / "my-model"
+    model.mkdir()
+    config = _load(tmp_path, f"""name: t
+collections: [{{name: ntrex, languages: [sw]}}]
+systems: [teacher]
+teacher: {model}
+students: [{{name: a, method: kd, backbone: intfloat/multilingual-e5-small}}]
+""")
+    assert config.teacher == str(model) and config.students[0].backbone == "intfloat/multilingual-e5-small"
