@@ -100,6 +100,11 @@ def test_changing_one_setting_recomputes_only_what_depends_on_it(study):
     computed = sorted(record.name for record in result.steps if not record.cached)
     assert computed == ["runs/ntrex-sw-ot", "students/ot"]
 
+    # only the hybrid reads the fusion settings: another dense component recomputes the hybrid alone
+    other_hybrid = replace(config, hybrid={**config.hybrid, "dense": "kd"})
+    result = run_study(other_hybrid, cache_root=root / "cache")
+    assert sorted(record.name for record in result.steps if not record.cached) == ["runs/ntrex-sw-hybrid"]
+
 
 def test_the_fused_hybrid_equals_the_retrieval_systems_own(study, tmp_path):
     from clir_eval.collections.registry import load_collection

@@ -232,9 +232,12 @@ class StudyRunner:
         per_collection = IndexDirs.under(self.cache_root / "indexes" / index_key(collection))
         # PSQ tables are shared by collections: eflomal has no seed, so one table per bitext keeps runs comparable.
         indexes = IndexDirs(per_collection.lucene, per_collection.dense, self.cache_root / "indexes" / "psq")
+        settings = to_mapping(options)
+        if spec != "hybrid":
+            settings.pop("fusion")  # only the hybrid reads it: a new hybrid component must not redo every run
         inputs = {"version": STEP_VERSION, "spec": spec, "collection": collection.name, "lang": lang,
                   "split": split, "hits": self.config.hits, "data": self.data_sha256(collection, lang, split),
-                  "options": to_mapping(options), "tag": system}
+                  "options": settings, "tag": system}
         step = self.cache.run(
             "runs", f"{collection.name}-{lang}-{system}", inputs,
             lambda out: run_system(spec, collection, lang, split, indexes=indexes, out_path=out / "run.trec",
