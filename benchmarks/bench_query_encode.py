@@ -7,6 +7,7 @@ repetition so that load from other processes hits all alike, and prints for each
 the GFLOP/s it reached (torch's FLOP count of that setting) as a share of this machine's float32 matmul
 rate measured in the same run, and whether its vectors are byte-identical to the study's setting
 (``SentenceEncoder.encode``: sorted by length, batch 32, lengths padded to a multiple of 8).
+``--profile`` prints torch.profiler's operator table of the study's setting instead.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="first N topics only (0 = all)")
+    parser.add_argument("--profile", action="store_true",
+                        help="only print torch.profiler's operator table for the study's setting")
     args = parser.parse_args()
 
     import torch
@@ -72,6 +75,13 @@ def main() -> None:
     texts = texts[: args.limit] if args.limit else texts
     model = SentenceEncoder.from_pretrained("me5-small")
     reference = model.encode(texts, batch_size=32)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            model.encode(texts, batch_size=32)
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+        return
     flops, same, times = {}, {}, {label: [] for label, *_ in SETTINGS}
     for label, batch_size, sort, multiple in SETTINGS:  # untimed first pass: FLOPs, warm-up, exactness
         with FlopCounterMode(display=False) as counter:
