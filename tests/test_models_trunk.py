@@ -164,3 +164,21 @@ def test_cache_size_from_environment_is_checked(monkeypatch):
         trunk.trunk_cache()
     monkeypatch.setenv(trunk.CACHE_ENV, "1.5")
     assert trunk.trunk_cache().max_bytes == int(1.5 * 2**20)
+
+
+def test_eager_attention_shares_among_its_own_and_not_with_sdpa(base_dir):
+    """The attention implementation builds its own mask (additive vs boolean): it is part of the digest."""
+    models = _family(base_dir)
+    if not hasattr(models["base"].backbone, "set_attn_implementation"):
+        pytest.skip("this transformers cannot switch attention implementations after loading")
+    for model in models.values():
+        model.backbone.set_attn_implementation("eager")
+    sdpa = _perturbed(base_dir, [], 0)
+    assert trunk.shared_depth(trunk.trunk_chain(sdpa), trunk.trunk_chain(models["base"])) == -1
+    del sdpa
+    gc.collect()
+    expected = _separately(models)
+    shared = _encode_all(models)
+    for name in models:
+        assert shared[name].tobytes() == expected[name].tobytes(), name
+    assert trunk.trunk_cache().stats.hits[2] > 0

@@ -62,7 +62,7 @@ _CONFIG_KEYS_IGNORED = frozenset({
 class TrunkStats:
     """What the cache did: hits by resume depth, batches run from the embeddings, states stored/evicted."""
 
-    hits: Counter = field(default_factory=Counter)
+    hits: Counter[int] = field(default_factory=Counter)
     misses: int = 0
     stored: int = 0
     evicted: int = 0
