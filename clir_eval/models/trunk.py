@@ -22,6 +22,10 @@ Depth 0 (the embeddings alone) is never stored: an embedding lookup costs less t
 output. Only BERT-shaped backbones (``embeddings`` + ``encoder.layer``: BERT, RoBERTa, XLM-R, MiniLM,
 E5) in eval mode share; anything else runs its plain forward.
 
+In training, :func:`states_at` and :func:`resume` do the same by hand: the trainer computes a student's frozen
+lower layers once over the training sentences (:class:`clir_eval.distill.data.TrunkStates`) and resumes the
+backbone from those states at every step.
+
 The cache holds at most ``$CLIR_EVAL_TRUNK_CACHE_MIB`` MiB (default 512; 0 turns sharing off), read
 when the cache is first used; :func:`trunk_cache` gives it for resizing or clearing. Not thread-safe:
 a resumed forward swaps modules of the backbone for its duration.
