@@ -15,6 +15,7 @@ measured in the same run (after the repetitions).
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import sys
 import tempfile
@@ -24,6 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_distill import _matmul_flops_per_second  # noqa: E402  (the trainer benchmark's ceiling, same shapes)
+
+logger = logging.getLogger("bench_trunk")
 
 
 def _make_students(directory: Path, count: int, frozen: int) -> list[Path]:
@@ -51,9 +54,13 @@ def _encode_all(models: list, texts: list[str], batch_size: int, shared: bool) -
     cache = trunk.trunk_cache()
     cache.resize(trunk.DEFAULT_CACHE_MIB * 2**20 if shared else 0)
     trunk.forget()
-    start = time.perf_counter()
-    vectors = [model.encode(texts, role="query", batch_size=batch_size) for model in models]
-    return time.perf_counter() - start, vectors
+    vectors, seconds = [], []
+    for model in models:
+        start = time.perf_counter()
+        vectors.append(model.encode(texts, role="query", batch_size=batch_size))
+        seconds.append(time.perf_counter() - start)
+    logger.info("%s: %s s per encoder", "shared" if shared else "separate", ", ".join(f"{s:.1f}" for s in seconds))
+    return sum(seconds), vectors
 
 
 def main() -> None:
@@ -66,6 +73,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="first N topics only (0 = all)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
