@@ -24,7 +24,7 @@ from typing import Iterator, Mapping
 
 from clir_eval.collections.readers import read_corpus, read_qrels, read_topics
 from clir_eval.collections.records import Document, Qrel, Topic
-from clir_eval.io import InputFileError
+from clir_eval.io import InputFileError, yaml_key_lines
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def _from_manifest(manifest: Path, builtin: bool) -> Collection:
         raise InputFileError(manifest, line, f"invalid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise InputFileError(manifest, None, "expected a mapping of keys (name, corpus, splits, ...)")
-    lines = _key_lines(node)
+    lines = yaml_key_lines(node)
 
     def error(key: str, message: str) -> InputFileError:
         # The line of the most specific key that exists (``splits.test.topics.sw`` -> ``splits.test.topics``...).
@@ -331,21 +331,6 @@ def _from_manifest(manifest: Path, builtin: bool) -> Collection:
         )
     except ValueError as exc:
         raise InputFileError(manifest, None, str(exc)) from None
-
-
-def _key_lines(node: object, prefix: str = "") -> dict[str, int]:
-    """1-based line of every key of a composed YAML mapping, nested keys dotted (``splits.test.qrels``)."""
-    import yaml
-
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    lines: dict[str, int] = {}
-    for key, value in node.value:
-        if isinstance(key, yaml.ScalarNode):
-            dotted = f"{prefix}{key.value}"
-            lines[dotted] = key.start_mark.line + 1
-            lines.update(_key_lines(value, dotted + "."))
-    return lines
 
 
 def _from_layout(root: Path) -> Collection:
