@@ -438,6 +438,52 @@ def search_command(
     Console().print(f"wrote {path} ({time.perf_counter() - start:.1f} s)", highlight=False)
 
 
+@app.command("regressions")
+def regressions_command(
+    names: list[str] = typer.Argument(None, help="Specs (regressions/<name>.yaml, or a path); default: all."),
+    lang: list[str] = typer.Option(None, "--lang", "-l", help="Only these languages (repeatable)."),
+    system: list[str] = typer.Option(None, "--system", "-s", help="Only these systems (repeatable)."),
+    ci: bool = typer.Option(False, "--ci", help="Only each spec's CI subset (a couple of minutes)."),
+    record: bool = typer.Option(False, "--record", help="Write the measured scores into the specs as the "
+                                                        "expected ones (with date, commit and versions)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where the regenerated runs go."),
+) -> None:
+    """Regenerate runs and check their scores against the committed expected ones; exit code 1 on any miss."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from clir_eval.regressions import SpecError, load_specs, run_regressions
+    from clir_eval.regressions import record as record_scores
+
+    try:
+        specs = load_specs(names or [])
+    except SpecError as exc:
+        _fail(_error_lines(exc))
+    result = run_regressions(specs, runs_root=runs_dir, languages=tuple(lang or ()), systems=tuple(system or ()),
+                             ci=ci, record=record)
+    colours = {"pass": "green", "fail": "red", "error": "red", "not recorded": "yellow"}
+    table = Table("spec", "lang", "system", "metric", "expected", "measured", "tolerance", "status")
+    for check in result.checks:
+        table.add_row(check.spec, check.lang, check.system, check.metric,
+                      "" if check.expected is None else f"{check.expected:.4f}",
+                      "" if check.measured is None else f"{check.measured:.4f}", f"{check.tolerance:g}",
+                      f"[{colours[check.status]}]{check.status}[/]")
+    console = Console()
+    console.print(table)
+    missed = {(c.spec, c.lang, c.system): c for c in result.failed if not (record and c.status == "fail")}
+    for check in missed.values():  # one line per run, with the command to reproduce it
+        console.print(f"[red]{check.status}:[/red] {check.spec} {check.lang} {check.system}: {check.command}"
+                      + (f" -> {check.message}" if check.message else ""), highlight=False, soft_wrap=True)
+    counts = {status: sum(c.status == status for c in result.checks) for status in colours}
+    console.print(", ".join(f"{n} {status}" for status, n in counts.items() if n) + f" ({result.seconds:.0f} s)")
+    if record:
+        for spec in specs:
+            if spec.name in result.scores:
+                console.print(f"recorded {record_scores(spec, result.scores[spec.name])}", highlight=False)
+    if missed:
+        raise typer.Exit(code=1)
+
+
 index_app = typer.Typer(help="Build the retrieval indexes of a collection (sharded dense encoding too).",
                         no_args_is_help=True)
 app.add_typer(index_app, name="index")
