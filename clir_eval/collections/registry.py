@@ -181,16 +181,21 @@ def load_collection(name_or_dir: str | os.PathLike, validate: bool = True) -> Co
     """Load a built-in collection by name (``"xquad-r"``, ``"ntrex"``) or a user directory.
 
     Args:
-        name_or_dir: a built-in name, or a directory with ``collection.yaml`` or the conventional layout.
+        name_or_dir: a built-in name, a directory with ``collection.yaml`` or the conventional layout, or
+            ``irds:<dataset-id>`` (:mod:`clir_eval.collections.irds`).
         validate: run :func:`validate_collection` and raise on its errors (warnings are logged).
 
     Raises:
         InputFileError: a bad manifest, a missing file, or (with ``validate``) invalid data.
-        KeyError: neither a built-in name nor an existing directory.
+        KeyError: neither a built-in name nor an existing directory; an unknown or unusable ir_datasets id.
     """
+    from clir_eval.collections import irds
+
     path = Path(name_or_dir)
     builtin = False
-    if isinstance(name_or_dir, str) and name_or_dir in list_collections():
+    if irds.is_irds(name_or_dir):  # converted once into the cache, then read like any directory
+        path = irds.irds_collection_dir(str(name_or_dir))
+    elif isinstance(name_or_dir, str) and name_or_dir in list_collections():
         path, builtin = builtin_dir() / name_or_dir, True
     elif not path.is_dir():
         raise KeyError(
