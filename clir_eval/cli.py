@@ -415,6 +415,7 @@ def search_command(
 
     from clir_eval.collections.registry import load_collection
     from clir_eval.io import InputFileError
+    from clir_eval.models.loading import ModelNotAvailableError
     from clir_eval.retrieval.bm25 import Bm25Config
     from clir_eval.retrieval.fusion import FusionConfig
     from clir_eval.retrieval.systems import (
@@ -433,7 +434,7 @@ def search_command(
         indexes = IndexDirs.under(index_dir) if index_dir else default_index_dirs(coll.name)
         path = run_system(spec, coll, lang, split, indexes=indexes, hits=hits, tag=tag, options=options,
                           out_path=out or default_run_path("runs", coll.name, lang, spec))
-    except (InputFileError, ValueError, KeyError) as exc:
+    except (InputFileError, ValueError, KeyError, ModelNotAvailableError) as exc:
         _fail(_error_lines(exc))
     Console().print(f"wrote {path} ({time.perf_counter() - start:.1f} s)", highlight=False)
 
