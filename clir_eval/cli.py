@@ -450,27 +450,34 @@ def regressions_command(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where the regenerated runs go."),
 ) -> None:
     """Regenerate runs and check their scores against the committed expected ones; exit code 1 on any miss."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from clir_eval.regressions import SpecError, load_specs, run_regressions
+    from clir_eval.regressions import SpecError, check_selection, load_specs, run_regressions
     from clir_eval.regressions import record as record_scores
 
     try:
         specs = load_specs(names or [])
+        check_selection(specs, tuple(lang or ()), tuple(system or ()), ci)
     except SpecError as exc:
         _fail(_error_lines(exc))
     result = run_regressions(specs, runs_root=runs_dir, languages=tuple(lang or ()), systems=tuple(system or ()),
                              ci=ci, record=record)
     colours = {"pass": "green", "fail": "red", "error": "red", "not recorded": "yellow"}
-    table = Table("spec", "lang", "system", "metric", "expected", "measured", "tolerance", "status")
-    for check in result.checks:
-        table.add_row(check.spec, check.lang, check.system, check.metric,
-                      "" if check.expected is None else f"{check.expected:.4f}",
-                      "" if check.measured is None else f"{check.measured:.4f}", f"{check.tolerance:g}",
-                      f"[{colours[check.status]}]{check.status}[/]")
     console = Console()
-    console.print(table)
+    for spec in specs:  # one table per spec, narrow enough for an 80-column CI log
+        checks = [check for check in result.checks if check.spec == spec.name]
+        if not checks:
+            continue
+        table = Table("lang", "system", "metric", "expected", "measured", "tol.", "status", box=box.SIMPLE_HEAD,
+                      title=f"{spec.name}: {spec.collection} {spec.split}")
+        for check in checks:
+            table.add_row(check.lang, check.system, check.metric,
+                          "" if check.expected is None else f"{check.expected:.4f}",
+                          "" if check.measured is None else f"{check.measured:.4f}", f"{check.tolerance:g}",
+                          f"[{colours[check.status]}]{check.status}[/]")
+        console.print(table)
     missed = {(c.spec, c.lang, c.system): c for c in result.failed if not (record and c.status == "fail")}
     for check in missed.values():  # one line per run, with the command to reproduce it
         console.print(f"[red]{check.status}:[/red] {check.spec} {check.lang} {check.system}: {check.command}"

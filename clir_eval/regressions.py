@@ -366,7 +366,8 @@ def run_regressions(specs: list[RegressionSpec], *, runs_root: str | os.PathLike
         wanted = [(lang, system) for lang, system in entries if record or spec.expected_for(lang, system)]
         for lang, system in entries:
             if (lang, system) not in wanted:
-                checks += [Check(spec.name, lang, system, metric, None, None, 0.0, "not recorded",
+                tolerance = spec.tolerances[spec.systems[system].tolerance].value
+                checks += [Check(spec.name, lang, system, metric, None, None, tolerance, "not recorded",
                                  _format(spec.command, spec, collection.name, runs_root, lang, system))
                            for metric in spec.metrics]
         if not wanted:
@@ -424,9 +425,32 @@ def record(spec: RegressionSpec, scores: dict[str, dict[str, dict[str, float]]])
             slot = expected.setdefault(lang, {}) or {}
             expected[lang] = slot
             slot[system] = {"scores": {m: round(v, _DECIMALS) for m, v in measured.items()}, **stamp}
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:  # every entry spells out its versions: no &id001 anchors
+            return True
+
     with atomic_write(spec.path) as handle:
-        yaml.safe_dump(data, handle, sort_keys=False, allow_unicode=True, width=110, default_flow_style=None)
+        yaml.dump(data, handle, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=110,
+                  default_flow_style=None)
     return spec.path
+
+
+def check_selection(specs: list[RegressionSpec], languages: tuple[str, ...] = (), systems: tuple[str, ...] = (),
+                    ci: bool = False) -> int:
+    """The number of ``(lang, system)`` entries selected; a filter that names nothing in ``specs`` is an error.
+
+    Raises:
+        SpecError: a ``--lang``/``--system`` value in no spec, or an empty selection.
+    """
+    for option, values, known in (("--lang", languages, {lang for spec in specs for lang in spec.languages}),
+                                  ("--system", systems, {name for spec in specs for name in spec.systems})):
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SpecError(f"{option} {', '.join(unknown)}: in no selected spec (they have {', '.join(sorted(known))})")
+    selected = sum(len(spec.entries(languages, systems, ci)) for spec in specs)
+    if not selected:
+        raise SpecError("nothing selected: no spec has that language x system" + (" in its ci subset" if ci else ""))
+    return selected
 
 
 def load_specs(names: list[str]) -> list[RegressionSpec]:
@@ -435,4 +459,4 @@ def load_specs(names: list[str]) -> list[RegressionSpec]:
 
 
 __all__ = ["Check", "Expected", "RegressionResult", "RegressionSpec", "SpecError", "Subset", "SystemEntry",
-           "Tolerance", "compare", "list_specs", "load_spec", "load_specs", "record", "run_regressions"]
+           "Tolerance", "check_selection", "compare", "list_specs", "load_spec", "load_specs", "record", "run_regressions"]
