@@ -76,6 +76,7 @@ def test_compare_is_exact_to_four_decimals_plus_tolerance():
 @pytest.mark.parametrize("changes, key, line_of", [
     ({"systems": {"bm25-oracle": {"tolerance": "loose"}}}, "systems.bm25-oracle.tolerance", "systems"),
     ({"colection": "x"}, "unknown key", None),
+    ({"command": "clir-eval search --lang {lang} --system {system}"}, "must write its run to", "command"),
     ({"command": "clir-eval search --lang {language} --out {run}"}, "unknown placeholder", "command"),
     ({"languages": ["sw", "yo"]}, "['yo'] have no test topics", "languages"),
     ({"systems": {"bm25-oracle": {"tolerance": "exact"}, "bm25": {"tolerance": "exact"}}}, "valid: bm25-psq",
