@@ -442,7 +442,8 @@ def search_command(
 @app.command("regressions")
 def regressions_command(
     names: list[str] = typer.Argument(None, help="Specs (regressions/<name>.yaml, or a path); default: all."),
-    lang: list[str] = typer.Option(None, "--lang", "-l", help="Only these languages (repeatable)."),
+    lang: list[str] = typer.Option(None, "--lang", "-l", help="Only these languages (repeatable); with --record, "
+                                                               "one the spec lacks is added to it."),
     system: list[str] = typer.Option(None, "--system", "-s", help="Only these systems (repeatable)."),
     ci: bool = typer.Option(False, "--ci", help="Only each spec's CI subset (a couple of minutes)."),
     record: bool = typer.Option(False, "--record", help="Write the measured scores into the specs as the "
@@ -454,11 +455,13 @@ def regressions_command(
     from rich.console import Console
     from rich.table import Table
 
-    from clir_eval.regressions import SpecError, check_selection, load_specs, run_regressions
+    from clir_eval.regressions import SpecError, check_selection, extend, load_specs, run_regressions
     from clir_eval.regressions import record as record_scores
 
     try:
         specs = load_specs(names or [])
+        if record and lang:  # recording a language a spec lacks adds it (how a spec is extended)
+            specs = [extend(spec, tuple(lang)) for spec in specs]
         check_selection(specs, tuple(lang or ()), tuple(system or ()), ci)
     except SpecError as exc:
         _fail(_error_lines(exc))

@@ -414,6 +414,7 @@ def record(spec: RegressionSpec, scores: dict[str, dict[str, dict[str, float]]])
     if not any(measured for by_system in scores.values() for measured in by_system.values()):
         return spec.path  # every run failed: nothing to record, the file stays as it is
     data = yaml.safe_load(spec.path.read_text(encoding="utf-8"))
+    data["languages"] = list(spec.languages) + [lang for lang in scores if lang not in spec.languages]
     stamp = {"date": datetime.now(timezone.utc).date().isoformat(), "commit": git_commit(),
              "versions": package_versions(VERSIONED)}
     expected = data.setdefault("expected", {}) or {}
@@ -453,10 +454,32 @@ def check_selection(specs: list[RegressionSpec], languages: tuple[str, ...] = ()
     return selected
 
 
+def extend(spec: RegressionSpec, languages: tuple[str, ...]) -> RegressionSpec:
+    """``spec`` with the ``languages`` it lacks added, each checked against the collection's topics (for
+    ``--record --lang``: extending a spec is recording a new language).
+
+    Raises:
+        SpecError: a language the collection's split has no topics in.
+    """
+    from dataclasses import replace
+
+    from clir_eval.collections.registry import load_collection
+
+    new = tuple(lang for lang in dict.fromkeys(languages) if lang not in spec.languages)
+    if not new:
+        return spec
+    available = load_collection(spec.collection, validate=False).languages_in(spec.split)
+    missing = [lang for lang in new if lang not in available]
+    if missing:
+        raise SpecError(f"--lang {', '.join(missing)}: {spec.collection} has no {spec.split} topics in it "
+                        f"({', '.join(available)})")
+    return replace(spec, languages=spec.languages + new)
+
+
 def load_specs(names: list[str]) -> list[RegressionSpec]:
     """The named specs (default: every committed one), all validated before anything runs."""
     return [load_spec(name) for name in (names or list_specs())]
 
 
 __all__ = ["Check", "Expected", "RegressionResult", "RegressionSpec", "SpecError", "Subset", "SystemEntry",
-           "Tolerance", "check_selection", "compare", "list_specs", "load_spec", "load_specs", "record", "run_regressions"]
+           "Tolerance", "check_selection", "compare", "extend", "list_specs", "load_spec", "load_specs", "record", "run_regressions"]

@@ -164,3 +164,19 @@ def test_a_failing_command_is_an_error_with_its_message(tiny):
     assert result.exit_code == 1
     assert "error" in result.output and "missing.tsv" in result.output
     assert "expected" not in yaml.safe_load(tiny["spec"].read_text(encoding="utf-8"))  # nothing recorded
+
+
+def test_recording_a_new_language_extends_the_spec(tiny):
+    from clir_eval.regressions import extend, record
+
+    spec = load_spec(tiny["spec"])
+    with pytest.raises(SpecError, match="--lang yo: .* has no test topics"):
+        extend(spec, ("yo",))
+    wider = extend(spec, ("en", "sw"))
+    assert wider.languages == ("sw", "en") and extend(wider, ("en",)) is wider
+    record(wider, {"en": {"bm25-oracle": {"mrr": 0.123456, "recall@5": 1.0}}, "sw": {"bm25-oracle": {}}})
+    again = load_spec(tiny["spec"])
+    assert again.languages == ("sw", "en")
+    assert again.expected_for("en", "bm25-oracle").scores == {"mrr": 0.1235, "recall@5": 1.0}
+    assert again.expected_for("sw", "bm25-oracle") is None  # a failed run (no scores) records nothing
+    assert "&id" not in tiny["spec"].read_text(encoding="utf-8")
