@@ -4,6 +4,7 @@
 through its Python API and writes, under ``<cache root>/collections/irds/<id with / as _>/``::
 
     collection.yaml        name irds-<id>, source, licence and citation as ir_datasets declares them
+    clir_eval_irds.json    the ids converted and the ir_datasets version
     corpus.jsonl           {"id", "contents"}: each document's ``default_text()``
     topics/test/<lang>.tsv qid<TAB>query default_text(), one file per query language
     qrels/test.qrels       TREC qrels
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "irds:"
 SPLIT = "test"
+STAMP = "clir_eval_irds.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -158,7 +160,7 @@ def _write(name: str, ids: list[str], datasets: list[Any], dest: Path) -> Path:
             "corpus": "corpus.jsonl",
             "oracle_lang": "en" if "en" in topics and len(topics) > 1 else None,
             "splits": {SPLIT: {"qrels": f"qrels/{SPLIT}.qrels", "topics": topics}},
-            "notes": json.dumps({"irds_ids": ids}),
+            "notes": f"Converted from ir_datasets {_irds_version()} by clir_eval.collections.irds.",
         }
         if manifest["oracle_lang"] is None:
             del manifest["oracle_lang"]
@@ -166,23 +168,27 @@ def _write(name: str, ids: list[str], datasets: list[Any], dest: Path) -> Path:
 
         with atomic_write(tmp / "collection.yaml") as handle:
             yaml.safe_dump(manifest, handle, sort_keys=False, allow_unicode=True, width=110)
+        with atomic_write(tmp / STAMP) as handle:  # what was converted: a later load reuses only the same ids
+            json.dump({"ids": ids, "ir_datasets": _irds_version()}, handle)
     logger.info("converted %s into %s (%d documents, languages %s)", name, dest, len(docids), ", ".join(topics))
     return dest
 
 
 def irds_collection_dir(name: str) -> Path:
     """The converted directory of ``irds:<ids>``, converting it on first use."""
-    import yaml
+    from clir_eval.io import read_json_or_none
 
     ids = _dataset_ids(name)
     dest = irds_cache_dir() / collection_name(name).removeprefix("irds-")
-    manifest = dest / "collection.yaml"
-    if manifest.is_file():
-        try:
-            notes = json.loads((yaml.safe_load(manifest.read_text(encoding="utf-8")) or {}).get("notes", "{}"))
-        except (yaml.YAMLError, json.JSONDecodeError, AttributeError):
-            notes = {}
-        if notes.get("irds_ids") == ids:
-            return dest
+    stamp = read_json_or_none(dest / STAMP)
+    if isinstance(stamp, dict) and stamp.get("ids") == ids and (dest / "collection.yaml").is_file():
+        return dest
+    if dest.exists():
         logger.warning("%s does not hold %s; converting again", dest, name)
     return convert(name, dest)
+
+
+def _irds_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("ir_datasets")
