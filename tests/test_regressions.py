@@ -67,6 +67,15 @@ def test_committed_specs_are_valid():
     assert load_spec("ntrex").entries(ci=True) == [("sw", "bm25-oracle"), ("sw", "teacher")]
 
 
+def test_tolerances_may_differ_by_language(tiny):
+    _rewrite(tiny["spec"], tolerances={"exact": {"value": 0.0, "why": "deterministic", "by_lang": {"sw": 0.01}}})
+    tolerance = load_spec(tiny["spec"]).tolerances["exact"]
+    assert tolerance.for_lang("sw") == 0.01 and tolerance.for_lang("en") == 0.0
+    _rewrite(tiny["spec"], tolerances={"exact": {"value": 0.0, "why": "x", "by_lang": {"sw": 2}}})
+    with pytest.raises(SpecError, match="by_lang.sw must be in"):
+        load_spec(tiny["spec"])
+
+
 def test_compare_is_exact_to_four_decimals_plus_tolerance():
     assert compare(0.98694, 0.9869, 0.0)
     assert not compare(0.98696, 0.9869, 0.0)  # rounds to 0.9870
