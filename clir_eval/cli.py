@@ -57,6 +57,10 @@ def _is_user_error(exc: Exception) -> bool:
     ``LeakageError``, registry look-ups, ... ); the same types raised inside a library are bugs."""
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
         return exc.filename is not None
+    from clir_eval.models.loading import ModelNotAvailableError
+
+    if isinstance(exc, ModelNotAvailableError):  # a model id that is neither cached nor downloadable here
+        return True
     if not isinstance(exc, (ValueError, KeyError)):
         return False
     trace = exc.__traceback__
@@ -468,6 +472,62 @@ def search_command(
     path = run_system(spec, coll, lang, split, indexes=indexes, hits=hits, tag=tag, options=options,
                       out_path=out_path)
     Console().print(f"wrote {path} ({time.perf_counter() - start:.1f} s)", highlight=False)
+
+
+@app.command("regressions")
+def regressions_command(
+    names: list[str] = typer.Argument(None, help="Specs (regressions/<name>.yaml, or a path); default: all."),
+    lang: list[str] = typer.Option(None, "--lang", "-l", help="Only these languages (repeatable); with --record, "
+                                                               "one the spec lacks is added to it."),
+    system: list[str] = typer.Option(None, "--system", "-s", help="Only these systems (repeatable)."),
+    ci: bool = typer.Option(False, "--ci", help="Only each spec's CI subset (a couple of minutes)."),
+    record: bool = typer.Option(False, "--record", help="Write the measured scores into the specs as the "
+                                                        "expected ones (with date, commit and versions)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where the regenerated runs go."),
+) -> None:
+    """Regenerate runs and check their scores against the committed expected ones; exit code 1 on any miss."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from clir_eval.regressions import SpecError, check_selection, extend, load_specs, run_regressions
+    from clir_eval.regressions import record as record_scores
+
+    try:
+        specs = load_specs(names or [])
+        if record and lang:  # recording a language a spec lacks adds it (how a spec is extended)
+            specs = [extend(spec, tuple(lang)) for spec in specs]
+        check_selection(specs, tuple(lang or ()), tuple(system or ()), ci)
+    except SpecError as exc:
+        _fail(_error_lines(exc))
+    result = run_regressions(specs, runs_root=runs_dir, languages=tuple(lang or ()), systems=tuple(system or ()),
+                             ci=ci, record=record)
+    colours = {"pass": "green", "fail": "red", "error": "red", "not recorded": "yellow"}
+    console = Console()
+    for spec in specs:  # one table per spec, narrow enough for an 80-column CI log
+        checks = [check for check in result.checks if check.spec == spec.name]
+        if not checks:
+            continue
+        table = Table("lang", "system", "metric", "expected", "measured", "tol.", "status", box=box.SIMPLE_HEAD,
+                      title=f"{spec.name}: {spec.collection} {spec.split}")
+        for check in checks:
+            table.add_row(check.lang, check.system, check.metric,
+                          "" if check.expected is None else f"{check.expected:.4f}",
+                          "" if check.measured is None else f"{check.measured:.4f}", f"{check.tolerance:g}",
+                          f"[{colours[check.status]}]{check.status}[/]")
+        console.print(table)
+    missed = {(c.spec, c.lang, c.system): c for c in result.failed if not (record and c.status == "fail")}
+    for check in missed.values():  # one line per run, with the command to reproduce it
+        console.print(f"[red]{check.status}:[/red] {check.spec} {check.lang} {check.system}: {check.command}"
+                      + (f" -> {check.message}" if check.message else ""), highlight=False, soft_wrap=True)
+    counts = {status: sum(c.status == status for c in result.checks) for status in colours}
+    console.print(", ".join(f"{n} {status}" for status, n in counts.items() if n) + f" ({result.seconds:.0f} s)")
+    if record:
+        for spec in specs:
+            if spec.name in result.scores:
+                console.print(f"recorded {record_scores(spec, result.scores[spec.name])}", highlight=False)
+    if missed:
+        raise typer.Exit(code=1)
 
 
 index_app = typer.Typer(help="Build the retrieval indexes of a collection (sharded dense encoding too).",

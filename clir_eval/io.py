@@ -237,3 +237,18 @@ def read_json_or_none(path: str | os.PathLike) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError):
         logging.getLogger(__name__).warning("%s is unreadable; what it describes will be rebuilt", path)
         return None
+
+
+def yaml_key_lines(node: object, prefix: str = "") -> dict[str, int]:
+    """1-based line of every key of a composed YAML mapping, nested keys dotted (``splits.test.qrels``)."""
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    lines: dict[str, int] = {}
+    for key, value in node.value:
+        if isinstance(key, yaml.ScalarNode):
+            dotted = f"{prefix}{key.value}"
+            lines[dotted] = key.start_mark.line + 1
+            lines.update(yaml_key_lines(value, dotted + "."))
+    return lines

@@ -201,3 +201,66 @@ def test_a_student_run_scores_with_the_students_encoder(tiny_world, tmp_path):
             got = runs[spec][topic.qid]
             assert np.allclose([got[d] for d in got], [expected[d] for d in got], atol=1e-4), spec
     assert runs[f"student:{tiny_world['student']}"] != runs["teacher"]
+
+
+@pytest.mark.slow
+def test_bm25_mt_through_search_and_run(tiny_world, tmp_path, monkeypatch):
+    """bm25-mt end to end with a tiny random Marian: ``clir-eval search`` gives the BM25 run of the model's own
+    translations (the same run as bm25-translated over them), and ``clir-eval run`` the same file."""
+    import torch
+    from typer.testing import CliRunner
+
+    from clir_eval.cli import app
+    from clir_eval.collections.registry import load_collection
+    from clir_eval.retrieval.translation.seq2seq import Seq2SeqTranslator
+    from test_retrieval_translation import _tiny_marian
+
+    torch.set_num_threads(1)
+    # a model fitted to translate the four topics (sw -> en), generating at the CLI's default settings
+    pairs = [(sw, en) for en, sw in TOPICS.values()]
+    marian = _tiny_marian(tmp_path / "marian", max_positions=256, words={w for p in pairs for t in p for w in t.split()},
+                          train_pairs=pairs, steps=150)
+    translations = Seq2SeqTranslator(str(marian)).translate(load_collection(tiny_world["collection"]).topics("sw"))
+    assert {q.qid: q.text for q in translations} == {qid: en for qid, (en, _) in TOPICS.items()}
+    tsv = tmp_path / "marian.tsv"
+    tsv.write_text("".join(f"{q.qid}\t{q.text}\n" for q in translations), encoding="utf-8")
+    cache, runner = tmp_path / "cache", CliRunner()
+    runs = {}
+    for system in (f"bm25-mt:{marian}", f"bm25-translated:{tsv}"):
+        out = tmp_path / f"{system_name(system)}.run"
+        result = runner.invoke(app, ["search", "--system", system, "--collection", str(tiny_world["collection"]),
+                                     "--lang", "sw", "--hits", "5", "--index-dir", str(cache), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        runs[system] = out.read_text(encoding="utf-8")
+    assert runs[f"bm25-mt:{marian}"].replace(" bm25-mt-marian\n", "\n") == \
+        runs[f"bm25-translated:{tsv}"].replace(" bm25-translated-marian\n", "\n")
+    top = {}
+    for line in runs[f"bm25-mt:{marian}"].splitlines():
+        qid, _, docid, rank, _, _ = line.split()
+        if rank == "1":
+            top[qid] = docid
+    assert top == RELEVANT  # the translated queries find the relevant documents first
+
+    config = tmp_path / "study.yaml"
+    config.write_text(f"""
+name: mt
+output_dir: {tmp_path / "study"}
+teacher: {tiny_world["teacher"]}
+collections: [{{name: "{tiny_world["collection"]}", split: test, languages: [sw]}}]
+systems: [bm25-oracle, "bm25-mt:{marian}"]
+students: []
+hits: 5
+evaluation: {{metrics: [mrr], baselines: [bm25-oracle], test: t}}
+""", encoding="utf-8")
+    result = runner.invoke(app, ["run", str(config), "--cache-dir", str(tmp_path / "steps")])
+    assert result.exit_code == 0, result.output
+    study_run = tmp_path / "study" / "runs" / "tiny" / "sw" / "bm25-mt-marian.run"
+    assert study_run.read_text(encoding="utf-8") == runs[f"bm25-mt:{marian}"]
+
+    # a model that is neither local nor reachable: one error line that names the file-based alternative
+    monkeypatch.setenv("CLIR_EVAL_OFFLINE", "1")
+    missing = runner.invoke(app, ["search", "--system", "bm25-mt:no-such-org/no-such-model", "--collection",
+                                  str(tiny_world["collection"]), "--lang", "sw", "--index-dir", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and missing.output.startswith("error:")
+    assert "bm25-translated:<tsv>" in missing.output and "bm25-file" not in missing.output
+    assert not (tmp_path / "none").exists()  # refused before any index was built

@@ -104,13 +104,16 @@ def test_psq_learns_the_lexicon_from_bitext(tmp_path):
         PsqTranslator(table).translate([Topic("q1", "x", "ha")])
 
 
-def _tiny_marian(path):
-    """A randomly initialised 1-layer Marian model and a word-level fast tokenizer, saved to ``path``."""
+def _tiny_marian(path, max_positions=64, words=None, train_pairs=(), steps=0):
+    """A 1-layer Marian model and a word-level fast tokenizer over ``words`` (default: the lexicon's), saved to
+    ``path``: randomly initialised, or fitted for ``steps`` Adam steps on ``train_pairs`` (source, target) so it
+    translates them. ``max_positions`` above 128 lets it generate at the default Seq2SeqConfig."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
 
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(sorted(set(LEXICON) | set(LEXICON.values())))}}
+    words = sorted(set(words) if words else set(LEXICON) | set(LEXICON.values()))
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
@@ -119,9 +122,21 @@ def _tiny_marian(path):
     torch.manual_seed(0)
     config = MarianConfig(vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1,
                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                          max_position_embeddings=64, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                          max_position_embeddings=max_positions, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
                           forced_eos_token_id=1)
-    MarianMTModel(config).save_pretrained(path)
+    model = MarianMTModel(config)
+    if steps:
+        sources, targets = [p[0] for p in train_pairs], [p[1] for p in train_pairs]
+        batch = tokenizer(sources, text_target=targets, return_tensors="pt", padding=True)
+        batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        model.train()
+        for _ in range(steps):
+            optimizer.zero_grad()
+            model(**batch).loss.backward()
+            optimizer.step()
+        model.eval()
+    model.save_pretrained(path)
     return path
 
 

@@ -24,7 +24,7 @@ from typing import Iterator, Mapping
 
 from clir_eval.collections.readers import read_corpus, read_qrels, read_topics
 from clir_eval.collections.records import Document, Qrel, Topic
-from clir_eval.io import InputFileError, parse_yaml
+from clir_eval.io import InputFileError, parse_yaml, yaml_key_lines
 
 logger = logging.getLogger(__name__)
 
@@ -181,16 +181,21 @@ def load_collection(name_or_dir: str | os.PathLike, validate: bool = True) -> Co
     """Load a built-in collection by name (``"xquad-r"``, ``"ntrex"``) or a user directory.
 
     Args:
-        name_or_dir: a built-in name, or a directory with ``collection.yaml`` or the conventional layout.
+        name_or_dir: a built-in name, a directory with ``collection.yaml`` or the conventional layout, or
+            ``irds:<dataset-id>`` (:mod:`clir_eval.collections.irds`).
         validate: run :func:`validate_collection` and raise on its errors (warnings are logged).
 
     Raises:
         InputFileError: a bad manifest, a missing file, or (with ``validate``) invalid data.
-        KeyError: neither a built-in name nor an existing directory.
+        KeyError: neither a built-in name nor an existing directory; an unknown or unusable ir_datasets id.
     """
+    from clir_eval.collections import irds
+
     path = Path(name_or_dir)
     builtin = False
-    if isinstance(name_or_dir, str) and name_or_dir in list_collections():
+    if irds.is_irds(name_or_dir):  # converted once into the cache, then read like any directory
+        path = irds.irds_collection_dir(str(name_or_dir))
+    elif isinstance(name_or_dir, str) and name_or_dir in list_collections():
         path, builtin = builtin_dir() / name_or_dir, True
     elif not path.is_dir():
         raise KeyError(
@@ -221,7 +226,7 @@ def _from_manifest(manifest: Path, builtin: bool) -> Collection:
     node = yaml.compose(text)
     if not isinstance(data, dict):
         raise InputFileError(manifest, None, "expected a mapping of keys (name, corpus, splits, ...)")
-    lines = _key_lines(node)
+    lines = yaml_key_lines(node)
 
     def error(key: str, message: str) -> InputFileError:
         # The line of the most specific key that exists (``splits.test.topics.sw`` -> ``splits.test.topics``...).
@@ -327,21 +332,6 @@ def _from_manifest(manifest: Path, builtin: bool) -> Collection:
         )
     except ValueError as exc:
         raise InputFileError(manifest, None, str(exc)) from None
-
-
-def _key_lines(node: object, prefix: str = "") -> dict[str, int]:
-    """1-based line of every key of a composed YAML mapping, nested keys dotted (``splits.test.qrels``)."""
-    import yaml
-
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    lines: dict[str, int] = {}
-    for key, value in node.value:
-        if isinstance(key, yaml.ScalarNode):
-            dotted = f"{prefix}{key.value}"
-            lines[dotted] = key.start_mark.line + 1
-            lines.update(_key_lines(value, dotted + "."))
-    return lines
 
 
 def _from_layout(root: Path) -> Collection:

@@ -277,7 +277,7 @@ class StudyRunner:
         entries = []
         for ref in self.config.collections:
             collection = self.collections[ref.name]
-            qrels_copy = runs_root / ref.name / f"qrels.{ref.split}.txt"
+            qrels_copy = runs_root / collection.name / f"qrels.{ref.split}.txt"
             _copy(collection.qrels_path(ref.split), qrels_copy)
             for lang in ref.languages:
                 done: dict[str, Path] = {}
@@ -286,7 +286,7 @@ class StudyRunner:
                     name, spec = self.system_spec(system, students)
                     cached_run = self.search(collection, lang, ref.split, name, spec, options, done)
                     done[spec] = cached_run
-                    target = runs_root / ref.name / lang / f"{name}.run"
+                    target = runs_root / collection.name / lang / f"{name}.run"
                     _copy(cached_run, target)
                     entries.append(self._run_entry(target, collection, lang, ref.split, name, spec, qrels_copy))
 

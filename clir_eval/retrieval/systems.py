@@ -278,8 +278,9 @@ def _bm25_hits(spec: SystemSpec, collection: "Collection", lang: str, topics: li
                indexes: IndexDirs, hits: int, options: SystemOptions) -> Hits:
     from clir_eval.retrieval.bm25 import build_lucene_index, search_bm25
 
-    build_lucene_index(collection.documents(), indexes.lucene)
+    # The translator first: a missing MT model or translations file fails before the index is built.
     translator = translator_for(spec, collection, lang, split, indexes, options)
+    build_lucene_index(collection.documents(), indexes.lucene)
     queries = translator.translate(topics)
     logger.info("%s: translation %s", spec, translator.describe())
     return search_bm25(indexes.lucene, queries, k=hits, config=options.bm25)

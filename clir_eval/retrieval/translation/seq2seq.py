@@ -53,7 +53,7 @@ def load_seq2seq(location: str) -> tuple[Any, Any]:
     if loading._offline_mode() or not loading._hub_reachable():
         raise loading.ModelNotAvailableError(
             f"MT model {location!r} is not a local directory, not in the Hugging Face cache, and the hub cannot "
-            "be reached. Pass a local model directory, or translate elsewhere and use bm25-file:<tsv>."
+            "be reached. Pass a local model directory, or translate elsewhere and use bm25-translated:<tsv>."
         )
     logger.info("downloading %s from the Hugging Face hub", location)
     return AutoTokenizer.from_pretrained(location), AutoModelForSeq2SeqLM.from_pretrained(location)
