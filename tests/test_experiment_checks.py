@@ -27,7 +27,8 @@ evaluation: {{baselines: [bm25-translated-nllb, student-kd-sw, ot]}}
 """)
     assert config.system_names == {
         "bm25-psq": "bm25-psq", "bm25-translated-nllb": f"bm25-translated:{translations}",
-        "student-kd-sw": f"student:{student_dir}", "hybrid": "hybrid", "ot": "student:ot"}
+        "student-kd-sw": f"student:{student_dir}", "hybrid": "hybrid", "student-init": "student:student-init",
+        "ot": "student:ot"}
 
 
 def test_hybrid_components_must_be_of_the_right_family(tmp_path):

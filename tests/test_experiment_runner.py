@@ -101,7 +101,7 @@ def test_changing_one_setting_recomputes_only_what_depends_on_it(study):
     assert computed == ["runs/ntrex-sw-ot", "students/ot"]
 
     # only the hybrid reads the fusion settings: another dense component recomputes the hybrid alone
-    other_hybrid = replace(config, hybrid={**config.hybrid, "dense": "kd"})
+    other_hybrid = replace(config, hybrid={**config.hybrid, "dense": "kd"}, output_dir=str(root / "out-other-hybrid"))
     result = run_study(other_hybrid, cache_root=root / "cache")
     assert sorted(record.name for record in result.steps if not record.cached) == ["runs/ntrex-sw-hybrid"]
 
