@@ -57,6 +57,15 @@ def mark_prefix(encoded: dict[str, list], tokenizer: Any, prefix: str) -> None:
             special[start : start + len(ids)] = [1] * len(ids)
 
 
+def pad_rows(rows: Sequence[Any], indices: Sequence[int], length: int) -> Any:
+    """``(len(indices), length, d)`` tensor of the unpadded ``(n_i, d)`` rows of ``indices``, zeros after each."""
+    first = rows[indices[0]]
+    states = first.new_zeros((len(indices), length, first.shape[-1]))
+    for row, i in enumerate(indices):
+        states[row, : len(rows[i])] = rows[i]
+    return states
+
+
 class TokenizedBitext:
     """Bitext tokenised once (no padding); ``batch(indices)`` pads a DistillBatch."""
 
@@ -130,10 +139,7 @@ class TeacherCache:
         out = {k: v.to(first.device) for k, v in target.items() if k in ("attention_mask", "special_tokens_mask")}
         out["sentence_embedding"] = torch.stack([self.sentence[i] for i in indices])
         if self.tokens:
-            states = first.new_zeros((len(indices), target["input_ids"].shape[1], first.shape[-1]))
-            for row, (i, n) in enumerate(zip(indices, target["attention_mask"].sum(dim=1).tolist())):
-                states[row, :n] = self.states[i]
-            out["token_embeddings"] = states
+            out["token_embeddings"] = pad_rows(self.states, indices, target["input_ids"].shape[1])
         return out
 
 
@@ -163,11 +169,7 @@ class TrunkStates:
         rows = self.student_target if target else self.source
         if rows is None:
             raise ValueError("the trunk holds no English-through-student states")
-        first = rows[indices[0]]
-        states = first.new_zeros((len(indices), features["input_ids"].shape[1], first.shape[-1]))
-        for row, i in enumerate(indices):
-            states[row, : len(rows[i])] = rows[i]
-        features["trunk_states"] = states
+        features["trunk_states"] = pad_rows(rows, indices, features["input_ids"].shape[1])
         features["trunk_depth"] = self.depth
 
 

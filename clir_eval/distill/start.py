@@ -80,17 +80,6 @@ def wants_projection(mode: str, student_name: str, teacher_name: str, student: A
     return resolve_model(student_name).local_path() != resolve_model(teacher_name).local_path()
 
 
-def state_sha256(module: Any) -> str:
-    """SHA-256 of a module's weights (names and bytes), whatever directory they came from."""
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
 def pooled_states(student: Any, texts: Sequence[str], max_length: int, batch_size: int = 64) -> Any:
     """The student's pooled backbone states (before any projection or normalisation), float64 ``(n, hidden)``.
 
@@ -142,7 +131,9 @@ def fit_projection(student: Any, teacher: Any, pairs: Sequence[BitextPair], max_
 
     if not pairs and not english:
         raise ValueError("the projection fit needs bitext pairs or English sentences")
-    key = json.dumps([state_sha256(student.backbone), state_sha256(teacher), bitext_sha256(pairs),
+    from clir_eval.models.trunk import module_digest  # memoised per module: each model is hashed once
+
+    key = json.dumps([module_digest(student.backbone), module_digest(teacher), bitext_sha256(pairs),
                       hashlib.sha256("\n".join(english).encode("utf-8")).hexdigest(), max_length, ridge,
                       student.config.to_dict(), teacher.config.to_dict()], sort_keys=True, default=str)
     if key in _FITTED:
