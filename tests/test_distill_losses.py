@@ -16,6 +16,7 @@ from clir_eval.distill.losses import (
     build_loss,
     cosine_cost,
     info_nce_from_embeddings,
+    kd_cosine_from_embeddings,
     kd_from_embeddings,
     match_dimensions,
     ot_from_cost,
@@ -218,3 +219,44 @@ def test_ot_options_change_the_loss_and_bad_names_are_refused():
         LossOptions(ot_cost="euclid")
     with pytest.raises(ValueError, match="ot_marginals must be one of"):
         LossOptions(ot_marginals="idf")
+
+
+def test_cosine_kd_reads_only_the_direction():
+    """``kd_distance: cosine`` is 1 - cos: scaling a student vector leaves it unchanged, where MSE moves."""
+    gen = torch.Generator().manual_seed(1)
+    s, t = torch.randn(4, 6, generator=gen), torch.randn(4, 6, generator=gen)
+    expected = float((1 - torch.nn.functional.cosine_similarity(s, t, dim=1)).mean())
+    assert math.isclose(float(kd_cosine_from_embeddings(s, t)), expected, rel_tol=1e-6)
+    scaled = s * torch.tensor([[0.5], [2.0], [3.0], [0.1]])
+    assert math.isclose(float(kd_cosine_from_embeddings(scaled, t)), expected, rel_tol=1e-5)
+    assert not math.isclose(float(kd_from_embeddings(scaled, t)), float(kd_from_embeddings(s, t)), rel_tol=1e-2)
+    assert float(kd_cosine_from_embeddings(3 * t, t)) < 1e-6
+    with pytest.raises(ValueError, match="kd_distance"):
+        LossOptions(kd_distance="l1")
+
+
+def test_cosine_kd_training_turns_the_student_toward_the_teacher(tiny_bert_dir, tiny_bert_dir_48):
+    """A few steps of cosine KD raise cos(student(foreign), teacher(English)) on the pairs trained on."""
+    student = SentenceEncoder.from_pretrained(str(tiny_bert_dir_48))
+    teacher = SentenceEncoder.from_pretrained(str(tiny_bert_dir))
+    match_dimensions(student, teacher)
+    foreign, english = ["paka leo", "pesa benki", "mbwa mkubwa", "nyumba yangu"], \
+        ["cat today", "money bank", "big dog", "my house"]
+    batch = DistillBatch(source=student.tokenize(foreign), target=teacher.tokenize(english))
+    loss = build_loss("kd", LossOptions(kd_distance="cosine"))
+
+    def mean_cosine() -> float:
+        with torch.no_grad():
+            s = student(batch.source)["sentence_embedding"]
+            t = teacher(batch.target)["sentence_embedding"]
+        return float(torch.nn.functional.cosine_similarity(s, t, dim=1).mean())
+
+    before = mean_cosine()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.5)
+    student.train()
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss(student, teacher, batch).backward()
+        optimizer.step()
+    student.eval()
+    assert mean_cosine() > before + 0.05

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 Features = dict[str, torch.Tensor]
 OT_MARGINALS = ("uniform", "pooled")
+KD_DISTANCES = ("mse", "cosine")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class LossOptions:
     Attributes:
         kd_english_through_student: KD also pulls student(English) onto teacher(English)
             (sentence-transformers' multilingual recipe, Reimers & Gurevych 2020).
+        kd_distance: ``mse`` (Reimers & Gurevych's regression of the whole vector) or ``cosine`` (1 - cos: only
+            the direction, which is all an inner-product search reads of a query vector; its gradient is
+            about d/2 times MSE's, so it weighs like the OT and InfoNCE terms in a combined loss).
         ot_epsilon: entropic regularisation of the token-alignment Sinkhorn (cost 1 - cos in [0, 2]).
         ot_max_iter, ot_tol: Sinkhorn iteration cap and L1 marginal tolerance.
         ot_student_layer, ot_teacher_layer: hidden-state index whose token states are aligned
@@ -48,6 +52,7 @@ class LossOptions:
 
     kd_weight: float = 1.0
     kd_english_through_student: bool = False
+    kd_distance: str = "mse"
     ot_weight: float = 1.0
     ot_epsilon: float = 0.05
     ot_max_iter: int = 100
@@ -75,6 +80,8 @@ class LossOptions:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0 or None (last layer), got {value}")
+        if self.kd_distance not in KD_DISTANCES:
+            raise ValueError(f"kd_distance must be one of {list(KD_DISTANCES)}, got {self.kd_distance!r}")
         if self.ot_cost not in OT_COSTS:
             raise ValueError(f"ot_cost must be one of {list(OT_COSTS)}, got {self.ot_cost!r}")
         if self.ot_marginals not in OT_MARGINALS:
@@ -182,6 +189,17 @@ def kd_from_embeddings(student: torch.Tensor, teacher: torch.Tensor) -> torch.Te
     Embeddings Multilingual using Knowledge Distillation").
     """
     return nn.functional.mse_loss(student, teacher.to(student.dtype))
+
+
+def kd_cosine_from_embeddings(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean cosine distance between ``(b, d)`` student and teacher sentence embeddings.
+
+    L = 1/b sum_i (1 - cos(s_i, t_i)): blind to the student vector's norm, which a query's ranking ignores.
+    """
+    return (1 - nn.functional.cosine_similarity(student, teacher.to(student.dtype), dim=-1)).mean()
+
+
+KD_DISTANCE_FUNCTIONS = {"mse": kd_from_embeddings, "cosine": kd_cosine_from_embeddings}
 
 
 def info_nce_from_embeddings(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
@@ -318,27 +336,32 @@ class DistillLoss(nn.Module):
 
 
 class KDLoss(DistillLoss):
-    """MSE of pooled embeddings: student(foreign) -> teacher(English) [+ student(English) -> teacher(English)]."""
+    """Distance of pooled embeddings (MSE or cosine): student(foreign) -> teacher(English)
+    [+ student(English) -> teacher(English)]."""
 
     name = "kd"
     citation = "Reimers & Gurevych, EMNLP 2020, arXiv:2004.09813"
 
-    def __init__(self, english_through_student: bool = False) -> None:
+    def __init__(self, english_through_student: bool = False, distance: str = "mse") -> None:
         super().__init__()
+        if distance not in KD_DISTANCE_FUNCTIONS:
+            raise ValueError(f"distance must be one of {list(KD_DISTANCE_FUNCTIONS)}, got {distance!r}")
         self.english_through_student = bool(english_through_student)
+        self.distance = distance
 
     def needs(self) -> Needs:
         return Needs(student_target=self.english_through_student)
 
     def compute(self, encoded: Encoded) -> torch.Tensor:
+        distance = KD_DISTANCE_FUNCTIONS[self.distance]
         target = encoded.teacher["sentence_embedding"]
-        loss = kd_from_embeddings(encoded.student["sentence_embedding"], target)
+        loss = distance(encoded.student["sentence_embedding"], target)
         if self.english_through_student:
-            loss = loss + kd_from_embeddings(encoded.student_target["sentence_embedding"], target)
+            loss = loss + distance(encoded.student_target["sentence_embedding"], target)
         return loss
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"english_through_student": self.english_through_student}
+        return {"english_through_student": self.english_through_student, "distance": self.distance}
 
 
 class OTLoss(DistillLoss):
@@ -459,7 +482,7 @@ class CombinedLoss(DistillLoss):
 
 
 def _kd(options: LossOptions) -> DistillLoss:
-    return KDLoss(english_through_student=options.kd_english_through_student)
+    return KDLoss(english_through_student=options.kd_english_through_student, distance=options.kd_distance)
 
 
 def _ot(options: LossOptions) -> DistillLoss:
