@@ -15,6 +15,7 @@ from clir_eval.distill.losses import (
     OTLoss,
     build_loss,
     cosine_cost,
+    encode_batch,
     info_nce_from_embeddings,
     kd_cosine_from_embeddings,
     kd_from_embeddings,
@@ -61,7 +62,9 @@ def test_ot_masks_padding_and_special_tokens(pair):
     match_dimensions(student, teacher, seed=0)
     loss_fn = OTLoss(epsilon=0.1, max_iter=2000, tol=1e-7)
     batched = loss_fn(student, teacher, _batch(student, teacher))
-    plan = loss_fn.last_result.plan
+    loss, result = loss_fn.transport(encode_batch(student, teacher, _batch(student, teacher), loss_fn.needs()))
+    assert torch.equal(loss, batched)
+    plan = result.plan
     src = student.tokenize(FOREIGN)
     special = src["special_tokens_mask"].bool() | ~src["attention_mask"].bool()
     assert float(plan[special].abs().sum()) == 0.0  # [CLS], [SEP], padding get no mass
@@ -71,8 +74,8 @@ def test_ot_masks_padding_and_special_tokens(pair):
     assert math.isclose(float(batched.detach()), sum(singles) / len(singles), rel_tol=1e-5)
     # With include_special, [CLS] and [SEP] carry mass.
     with_special = OTLoss(epsilon=0.1, max_iter=2000, tol=1e-7, include_special=True)
-    with_special(student, teacher, _batch(student, teacher))
-    assert float(with_special.last_result.plan[:, 0].sum()) > 0
+    _, result = with_special.transport(encode_batch(student, teacher, _batch(student, teacher), loss_fn.needs()))
+    assert float(result.plan[:, 0].sum()) > 0
 
 
 def test_real_token_mask_keeps_something_for_empty_sentences():
@@ -212,7 +215,7 @@ def test_ot_options_change_the_loss_and_bad_names_are_refused():
                       teacher={"token_embeddings": torch.randn(2, 5, 8, generator=generator), "attention_mask": mask,
                                "sentence_embedding": torch.randn(2, 8, generator=generator)})
     values = {(cost, marginals): float(build_loss("ot", LossOptions(ot_cost=cost, ot_marginals=marginals))
-                                       .compute(encoded))
+                                       .compute(encoded).total())
               for cost in ("cosine", "sqeuclidean") for marginals in ("uniform", "pooled")}
     assert len(set(values.values())) == 4
     with pytest.raises(ValueError, match="ot_cost must be one of"):
@@ -260,3 +263,47 @@ def test_cosine_kd_training_turns_the_student_toward_the_teacher(tiny_bert_dir, 
         optimizer.step()
     student.eval()
     assert mean_cosine() > before + 0.05
+
+
+def _random_encoded(seed: int = 1) -> "Encoded":
+    from clir_eval.distill.losses import Encoded
+
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.ones(2, 5, dtype=torch.long)
+
+    def outputs() -> dict[str, torch.Tensor]:
+        return {"token_embeddings": torch.randn(2, 5, 8, generator=generator), "attention_mask": mask,
+                "sentence_embedding": torch.randn(2, 8, generator=generator)}
+
+    return Encoded(student=outputs(), teacher=outputs())
+
+
+def test_losses_return_named_parts_and_keep_no_state():
+    """``compute`` returns each part under its name (weighted in a combined loss) and the Sinkhorn diagnostic;
+    nothing is left on the modules, so the same loss gives the same result twice."""
+    encoded = _random_encoded()
+    options = LossOptions(ot_epsilon=0.1, ot_weight=0.3, contrastive_weight=0.7, ot_max_iter=1)
+    single = {name: build_loss(name, options).compute(encoded) for name in ("kd", "ot", "contrastive")}
+    for name, result in single.items():
+        assert list(result.parts) == [name] and result.total() is result.parts[name]
+    assert single["ot"].diagnostics == {"sinkhorn_unconverged": 1}  # one iteration cannot meet ot_tol
+    converged = build_loss("ot", LossOptions(ot_epsilon=0.1, ot_max_iter=5000)).compute(encoded)
+    assert converged.diagnostics == {"sinkhorn_unconverged": 0}
+    for method, weight in (("kd+ot", 0.3), ("kd+contrastive", 0.7)):
+        loss_fn = build_loss(method, options)
+        before = {name: dict(vars(module)) for name, module in loss_fn.named_modules()}
+        result = loss_fn.compute(encoded)
+        other = method.split("+")[1]
+        assert list(result.parts) == ["kd", other]
+        assert torch.equal(result.parts["kd"], single["kd"].total())
+        assert torch.equal(result.parts[other], weight * single[other].total())
+        assert torch.equal(result.total(), result.parts["kd"] + result.parts[other])
+        assert result.diagnostics == single[other].diagnostics
+        assert {name: dict(vars(module)) for name, module in loss_fn.named_modules()} == before
+        assert torch.equal(loss_fn.compute(encoded).total(), result.total())
+
+
+def test_option_names_are_those_of_the_functions():
+    from clir_eval.distill.losses import KD_DISTANCE_FUNCTIONS, KD_DISTANCES, OT_COST_NAMES, OT_COSTS
+
+    assert list(KD_DISTANCE_FUNCTIONS) == list(KD_DISTANCES) and list(OT_COSTS) == list(OT_COST_NAMES)

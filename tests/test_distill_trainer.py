@@ -237,16 +237,16 @@ def test_projection_starts_from_the_least_squares_map(tiny_bert_dir, tiny_bert_d
 
 @pytest.mark.parametrize("method", ["ot", "kd"])
 def test_teacher_runs_once_per_pair_over_several_epochs(tiny_bert_dir, tmp_path, monkeypatch, method):
-    from clir_eval.distill import losses
+    from clir_eval.distill.losses import base
 
     calls: list[int] = []
-    original = losses.teacher_outputs
+    original = base.teacher_outputs
 
     def counting(teacher, features, layer=None):
         calls.append(len(features["input_ids"]))
         return original(teacher, features, layer)
 
-    monkeypatch.setattr(losses, "teacher_outputs", counting)
+    monkeypatch.setattr(base, "teacher_outputs", counting)
     config = _config(tiny_bert_dir, tiny_bert_dir, method=method, max_steps=0, epochs=3, checkpoint_every=0,
                      eval_every=0, dropout=False)
     cached = distill(config, TRAIN, [], tmp_path / "cached", show_progress=False)
@@ -358,3 +358,41 @@ def test_a_shared_trunk_trains_the_same_weights(tiny_bert_dir, tiny_bert_dir_48,
     for k in plain:
         torch.testing.assert_close(shared[k], plain[k], atol=moved * 1e-3, rtol=1e-4)
     assert all(torch.equal(again[k], shared[k]) for k in shared)
+
+
+def test_the_trainer_logs_the_loss_parts_and_counts_unconverged_sinkhorn(tiny_bert_dir, tmp_path, caplog):
+    """The trainer sums the parts the loss returns and logs each one's mean beside the train loss; Sinkhorn runs
+    that stopped at ot_max_iter are counted over training and dev batches (6 steps + 2 evaluations x 2 dev
+    batches)."""
+    import logging
+    import re
+
+    config = _config(tiny_bert_dir, tiny_bert_dir, method="kd+ot", checkpoint_every=0,
+                     loss={"ot_epsilon": 0.1, "ot_max_iter": 2, "ot_weight": 0.5})
+    with caplog.at_level(logging.INFO, logger="clir_eval.distill.trainer"):
+        result = distill(config, TRAIN, DEV, tmp_path / "s", show_progress=False)
+    lines = [re.search(r"step (\d+): train loss ([\d.]+) \(kd ([\d.]+), ot ([\d.]+)\)", r.getMessage())
+             for r in caplog.records]
+    lines = [m for m in lines if m]
+    assert [int(m[1]) for m in lines] == [3, 6]
+    for m, history in zip(lines, result.history):
+        assert abs(float(m[2]) - history["train_loss"]) < 1e-4 and float(m[4]) > 0
+        assert abs(float(m[3]) + float(m[4]) - float(m[2])) <= 2e-4  # the parts add up to the loss (4 decimals)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "Sinkhorn" in r.getMessage()]
+    assert warnings == ["Sinkhorn hit ot_max_iter=2 before ot_tol in 10 batches; the plans were used as they were"]
+    assert set(result.history[0]) == {"step", "train_loss", "dev_accuracy", "dev_loss"}  # training_args unchanged
+
+
+def test_train_state_keeps_the_running_parts_across_a_resume():
+    from clir_eval.distill.checkpoints import TrainState
+
+    state = TrainState()
+    state.add_loss(3.0, {"kd": 1.0, "ot": 2.0})
+    state.add_loss(5.0, {"kd": 2.0, "ot": 3.0})
+    resumed = TrainState()
+    resumed.load_state_dict(state.state_dict())
+    assert resumed.take_loss() == state.take_loss() == (4.0, {"kd": 1.5, "ot": 2.5})
+    assert state.take_loss() == (0.0, {})
+    old = {k: v for k, v in TrainState(running=2.0, running_n=1).state_dict().items() if k != "running_parts"}
+    resumed.load_state_dict(old)  # a checkpoint written before the parts were kept
+    assert resumed.take_loss() == (2.0, {})

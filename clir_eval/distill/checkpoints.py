@@ -19,12 +19,14 @@ KEEP_CHECKPOINTS = 2
 
 @dataclass
 class TrainState:
-    """The loop's counters, running loss, dev history and early-stopping state (everything a resume restores)."""
+    """The loop's counters, running loss (total and per named part), dev history and early-stopping state
+    (everything a resume restores)."""
 
     step: int = 0
     micro: int = 0
     running: float = 0.0
     running_n: int = 0
+    running_parts: dict[str, float] = field(default_factory=dict)
     best_accuracy: float = -1.0
     bad_evals: int = 0
     best_state: dict[str, Any] | None = None
@@ -33,21 +35,32 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "micro": self.micro, "running": (self.running, self.running_n),
+                "running_parts": dict(self.running_parts),
                 "best_accuracy": self.best_accuracy, "bad_evals": self.bad_evals, "best_state": self.best_state,
                 "history": list(self.history), "stopped_early": self.stopped_early}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.micro = state["step"], state["micro"]
         self.running, self.running_n = state["running"]
+        self.running_parts = dict(state.get("running_parts", {}))  # absent from checkpoints of older versions
         self.best_accuracy, self.bad_evals, self.best_state = state["best_accuracy"], state["bad_evals"], \
             state["best_state"]
         self.history, self.stopped_early = list(state["history"]), state["stopped_early"]
 
-    def take_loss(self) -> float:
-        """Mean training loss since the last call (the dev evaluations' ``train_loss``), then reset."""
-        mean = self.running / max(self.running_n, 1)
-        self.running, self.running_n = 0.0, 0
-        return mean
+    def add_loss(self, total: float, parts: dict[str, float]) -> None:
+        """Count one micro-batch's loss and its named parts."""
+        self.running += total
+        self.running_n += 1
+        for name, value in parts.items():
+            self.running_parts[name] = self.running_parts.get(name, 0.0) + value
+
+    def take_loss(self) -> tuple[float, dict[str, float]]:
+        """Mean training loss and mean of each part since the last call (the dev evaluations' ``train_loss``),
+        then reset."""
+        n = max(self.running_n, 1)
+        mean, parts = self.running / n, {name: value / n for name, value in self.running_parts.items()}
+        self.running, self.running_n, self.running_parts = 0.0, 0, {}
+        return mean, parts
 
 
 def checkpoint_dir(out_dir: Path) -> Path:

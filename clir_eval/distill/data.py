@@ -116,7 +116,7 @@ class TeacherCache:
 
     def __init__(self, teacher: Any, data: TokenizedBitext, layer: int | None, tokens: bool,
                  batch_size: int = 64) -> None:
-        from clir_eval.distill.losses import teacher_outputs
+        from clir_eval.distill.losses.base import teacher_outputs
 
         self.tokens = tokens
         self.sentence: list[Any] = [None] * len(data.lengths)

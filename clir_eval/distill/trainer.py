@@ -22,6 +22,7 @@ import logging
 import platform
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,7 +32,7 @@ import numpy as np
 from clir_eval.collections.records import BitextPair
 from clir_eval.distill import checkpoints as ckpt
 from clir_eval.distill.data import TeacherCache, TokenizedBitext, bitext_sha256, epoch_batches, shared_trunk
-from clir_eval.distill.losses import LOSS_METHODS, LossOptions, build_loss, encode_batch
+from clir_eval.distill.losses import LOSS_METHODS, SINKHORN_UNCONVERGED, LossOptions, build_loss, encode_batch
 from clir_eval.distill.start import fit_projection, freeze, wants_projection
 
 logger = logging.getLogger(__name__)
@@ -249,21 +250,26 @@ def _trainable_state(student: Any) -> dict[str, Any]:
 # ---- evaluation -------------------------------------------------------------------------------------------
 
 
-def _evaluate(student: Any, teacher: Any, loss_fn: Any, dev: TokenizedBitext, batch_size: int) -> dict[str, float]:
-    """Dev loss and foreign -> English top-1 retrieval accuracy (student queries, teacher English)."""
+def _evaluate(student: Any, teacher: Any, loss_fn: Any, dev: TokenizedBitext,
+              batch_size: int) -> tuple[dict[str, float], Counter[str]]:
+    """Dev loss and foreign -> English top-1 retrieval accuracy (student queries, teacher English), and the
+    loss's diagnostics added up over the dev batches."""
     import torch
 
     was_training = student.training
     student.eval()
     loss_fn.eval()
     losses, weights, queries, targets = [], [], [], []
+    diagnostics: Counter[str] = Counter()
     order = np.argsort(-dev.lengths, kind="stable")
     try:
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 encoded = encode_batch(student, teacher, dev.batch(idx), loss_fn.needs())
-                losses.append(float(loss_fn.compute(encoded)))
+                result = loss_fn.compute(encoded)
+                losses.append(float(result.total()))
+                diagnostics.update(result.diagnostics)
                 weights.append(len(idx))
                 queries.append(torch.nn.functional.normalize(encoded.student["sentence_embedding"].float(), dim=-1))
                 targets.append(torch.nn.functional.normalize(encoded.teacher["sentence_embedding"].float(), dim=-1))
@@ -274,8 +280,9 @@ def _evaluate(student: Any, teacher: Any, loss_fn: Any, dev: TokenizedBitext, ba
     inverse[order] = np.arange(len(order))
     q, t = torch.cat(queries)[inverse], torch.cat(targets)[inverse]
     top1 = (q @ t.T).argmax(dim=1).cpu().numpy()
-    return {"dev_accuracy": float((top1 == np.arange(len(top1))).mean()),
-            "dev_loss": float(np.average(losses, weights=weights))}
+    metrics = {"dev_accuracy": float((top1 == np.arange(len(top1))).mean()),
+               "dev_loss": float(np.average(losses, weights=weights))}
+    return metrics, diagnostics
 
 
 # ---- training ---------------------------------------------------------------------------------------------
@@ -454,11 +461,15 @@ def distill(
         return batch
 
     def evaluate() -> None:
-        metrics = _evaluate(unwrapped, teacher, loss_fn, dev, config.batch_size)
-        state.history.append({"step": state.step, "train_loss": state.take_loss(), **metrics})
+        metrics, dev_diagnostics = _evaluate(unwrapped, teacher, loss_fn, dev, config.batch_size)
+        diagnostics.update(dev_diagnostics)
+        train_loss, train_parts = state.take_loss()
+        # The parts stay out of the history: it is written to training_args.json, which studies' caches read.
+        state.history.append({"step": state.step, "train_loss": train_loss, **metrics})
         progress.update(task, info=f"dev acc {metrics['dev_accuracy']:.3f} loss {metrics['dev_loss']:.4f}")
-        logger.info("step %d: train loss %.4f, dev accuracy %.4f, dev loss %.4f", state.step,
-                    state.history[-1]["train_loss"], metrics["dev_accuracy"], metrics["dev_loss"])
+        parts = ", ".join(f"{name} {value:.4f}" for name, value in train_parts.items())
+        logger.info("step %d: train loss %.4f%s, dev accuracy %.4f, dev loss %.4f", state.step, train_loss,
+                    f" ({parts})" if len(train_parts) > 1 else "", metrics["dev_accuracy"], metrics["dev_loss"])
         if metrics["dev_accuracy"] > state.best_accuracy:
             state.best_accuracy, state.bad_evals = metrics["dev_accuracy"], 0
             state.best_state = _trainable_state(unwrapped) if config.patience else None
@@ -472,6 +483,7 @@ def distill(
     progress, task = _progress(config, show_progress and accelerator.is_main_process, total_steps, state.step)
     cached_epoch, batches = -1, []
     train_seconds, pairs_seen = 0.0, 0
+    diagnostics: Counter[str] = Counter()  # the loss's counts over this invocation (training and dev batches)
     with progress:
         while state.step < total_steps and not state.stopped_early:
             started = time.perf_counter()
@@ -480,10 +492,11 @@ def distill(
                 sync = contextlib.nullcontext() if k == config.grad_accumulation - 1 else accelerator.no_sync(model)
                 with sync:
                     with accelerator.autocast():
-                        loss = loss_fn(model, teacher, batch)
+                        result = loss_fn.compute(encode_batch(model, teacher, batch, needs))
+                        loss = result.total()
                     accelerator.backward(loss / config.grad_accumulation)
-                state.running += float(loss.detach())
-                state.running_n += 1
+                state.add_loss(float(loss.detach()), {name: float(p.detach()) for name, p in result.parts.items()})
+                diagnostics.update(result.diagnostics)
                 state.micro += 1
             if config.max_grad_norm:
                 accelerator.clip_grad_norm_(params, config.max_grad_norm)
@@ -503,10 +516,9 @@ def distill(
             if on_step is not None:
                 on_step(state.step)
 
-    unconverged = sum(getattr(part, "unconverged", 0) for part in loss_fn.modules())
-    if unconverged:
+    if diagnostics[SINKHORN_UNCONVERGED]:
         logger.warning("Sinkhorn hit ot_max_iter=%d before ot_tol in %d batches; the plans were used as they were",
-                       config.loss.ot_max_iter, unconverged)
+                       config.loss.ot_max_iter, diagnostics[SINKHORN_UNCONVERGED])
     if state.stopped_early and state.best_state is not None:
         unwrapped.load_state_dict(state.best_state, strict=False)
     dev_metrics: dict[str, float] = {}

@@ -1,0 +1,72 @@
+"""In-batch contrastive distillation: InfoNCE of student(foreign) against teacher(English) embeddings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from clir_eval.distill.losses.base import DistillLoss, Encoded, LossResult
+from clir_eval.distill.losses.options import LossOptions
+
+
+def info_nce_from_embeddings(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                             offset: int = 0) -> torch.Tensor:
+    """In-batch InfoNCE: foreign sentence i must pick its English translation among the batch.
+
+    L = -1/b sum_i log softmax_j(cos(s_i, t_j) / T)_(i + offset) (van den Oord et al. 2018; Henderson et al.
+    2017). ``teacher`` may hold more rows than ``student`` (the whole global batch under DDP); the
+    translation of student row i is teacher row ``i + offset``.
+    """
+    s = nn.functional.normalize(student, dim=-1)
+    t = nn.functional.normalize(teacher.to(student.dtype), dim=-1)
+    logits = s @ t.T / temperature
+    return nn.functional.cross_entropy(logits, torch.arange(len(s), device=s.device) + offset)
+
+
+def gather_batch_negatives(teacher: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Under DDP, every process's teacher embeddings in rank order, and where this process's rows start.
+
+    The teacher is frozen, so a plain all_gather (no gradient through it) is all InfoNCE needs for the
+    negatives of the global batch; each process's mean loss, averaged by DDP, is then the one-process loss.
+    Outside DDP: ``(teacher, 0)``.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return teacher, 0
+    teacher = teacher.detach().contiguous()
+    sizes = [torch.zeros(1, dtype=torch.long, device=teacher.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([len(teacher)], device=teacher.device))
+    counts = [int(size) for size in sizes]
+    if len(set(counts)) != 1:  # all_gather needs equal shapes; the trainer's slices always are
+        raise ValueError(f"contrastive negatives need equal local batches, got {counts}")
+    parts = [torch.empty_like(teacher) for _ in counts]
+    dist.all_gather(parts, teacher)
+    return torch.cat(parts), sum(counts[: dist.get_rank()])
+
+
+class ContrastiveLoss(DistillLoss):
+    """In-batch InfoNCE between student(foreign) and teacher(English) embeddings.
+
+    Under DDP the negatives are the whole global batch (teacher embeddings gathered from every
+    process), so a multi-process run trains like a one-process run on the same global batch.
+    """
+
+    name = "contrastive"
+    citation = "van den Oord, Li & Vinyals 2018, arXiv:1807.03748"
+
+    def __init__(self, temperature: float = 0.05) -> None:
+        super().__init__()
+        self.temperature = LossOptions(contrastive_temperature=temperature).contrastive_temperature
+
+    def compute(self, encoded: Encoded) -> LossResult:
+        teacher = encoded.teacher["sentence_embedding"]
+        # Evaluation (``.eval()``) runs every process over the same dev batches: nothing to gather.
+        negatives, offset = gather_batch_negatives(teacher) if self.training else (teacher, 0)
+        loss = info_nce_from_embeddings(encoded.student["sentence_embedding"], negatives, self.temperature, offset)
+        return LossResult({self.name: loss})
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}
