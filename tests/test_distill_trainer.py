@@ -274,6 +274,27 @@ def test_frozen_layers_stay_bit_identical(tiny_bert_dir, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in trained)
 
 
+def test_a_frozen_projection_keeps_the_fitted_map(tiny_bert_dir, tiny_bert_dir_48, tmp_path):
+    """``freeze_projection``: the least-squares map leaves training byte for byte, the layers under it move;
+    without it the same run changes the map."""
+    def trained(name: str, freeze_projection: bool) -> dict[str, torch.Tensor]:
+        config = _config(tiny_bert_dir_48, tiny_bert_dir, method="kd", projection="always", projection_fit_pairs=20,
+                         freeze_projection=freeze_projection, checkpoint_every=0, eval_every=0)
+        return _weights(distill(config, TRAIN, DEV, tmp_path / name, show_progress=False).student_dir)
+
+    frozen, free = trained("frozen", True), trained("free", False)
+    start = _weights(tiny_bert_dir_48)
+    layers = [k for k in start if k.startswith("backbone.encoder.layer.")]
+    assert any(not torch.equal(start[k], frozen[k]) for k in layers)
+    # Both runs fit the same map before the first step; only the free one moves it.
+    from clir_eval.distill.trainer import prepare_student
+
+    fitted, _ = prepare_student(_config(tiny_bert_dir_48, tiny_bert_dir, method="kd", projection="always",
+                                        projection_fit_pairs=20), SentenceEncoder.from_pretrained(str(tiny_bert_dir)),
+                                TRAIN)
+    assert torch.equal(frozen["projection.weight"], fitted.projection.weight.detach())
+    assert not torch.equal(free["projection.weight"], fitted.projection.weight.detach())
+
 def test_a_map_fitted_on_english_alone_carries_the_foreign_side(tiny_bert_dir, tiny_bert_dir_48):
     """The start needs no bitext: a map fitted on English sentences through both models also brings the foreign
     sentences near the teacher's embeddings of their translations (here: the same words in another order)."""

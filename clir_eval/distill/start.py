@@ -35,8 +35,9 @@ def transformer_layers(backbone: Any) -> Any:
     raise ValueError(f"cannot find the {count} transformer layers of {type(backbone).__name__} to freeze")
 
 
-def freeze(student: Any, *, embeddings: bool, layers: int, dropout: bool) -> None:
-    """Freeze the embedding module and the lowest ``layers`` blocks; ``dropout=False`` zeroes every dropout.
+def freeze(student: Any, *, embeddings: bool, layers: int, dropout: bool, projection: bool = False) -> None:
+    """Freeze the embedding module and the lowest ``layers`` blocks (and the map into the teacher's space with
+    ``projection``); ``dropout=False`` zeroes every dropout.
 
     Frozen modules get no gradient, no optimizer state and no dropout: they compute what they compute at
     inference, so their output for a sentence is the same at every step and can be computed once (the shared
@@ -63,6 +64,8 @@ def freeze(student: Any, *, embeddings: bool, layers: int, dropout: bool) -> Non
         for block in blocks[:layers]:
             block.requires_grad_(False)
             frozen.append(block)
+    if projection and student.projection is not None:
+        student.projection.requires_grad_(False)
     for root in [student] if not dropout else frozen:
         for module in root.modules():
             if isinstance(module, torch.nn.Dropout):

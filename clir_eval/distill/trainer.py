@@ -64,6 +64,10 @@ class DistillConfig:
         max_length: token cap of both sides during training.
         freeze_embeddings: freeze the student's embedding module (word, position, type, norm).
         freeze_layers: also freeze the lowest N transformer layers.
+        freeze_projection: keep the initial map into the teacher's space as fitted: the bitext then moves only the
+            transformer layers, towards states the map already sends to the right place. (Trained, the map drifts
+            towards a least-squares fit of the few training pairs, which on its own scores far below the
+            English-fitted map: docs/distillation.md.)
         dropout: keep the student's dropout in training (False sets every dropout to 0).
         checkpoint_every: write a checkpoint every N steps (0 = only at the end).
         eval_every: dev evaluation every N steps (0 = only at the end).
@@ -108,6 +112,7 @@ class DistillConfig:
     max_length: int = 64
     freeze_embeddings: bool = True
     freeze_layers: int = 0
+    freeze_projection: bool = False
     dropout: bool = True
     checkpoint_every: int = 0
     eval_every: int = 0
@@ -400,7 +405,8 @@ def distill(
     teacher = SentenceEncoder.from_pretrained(config.teacher)
     teacher.requires_grad_(False).eval().to(accelerator.device)
     student, start_info = prepare_student(config, teacher, train_pairs, english)
-    freeze(student, embeddings=config.freeze_embeddings, layers=config.freeze_layers, dropout=config.dropout)
+    freeze(student, embeddings=config.freeze_embeddings, layers=config.freeze_layers, dropout=config.dropout,
+           projection=config.freeze_projection)
     student.to(accelerator.device).train()
     loss_fn = build_loss(config.method, config.loss)
     needs = loss_fn.needs()

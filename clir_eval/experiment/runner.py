@@ -60,6 +60,12 @@ class StudyResult:
         return sum(not record.cached for record in self.steps) + (not self.evaluation_cached)
 
 
+# Queries per encoder batch in a study. 64 (the `clir-eval search` default) was tried in the default study from a
+# cold cache: its dense runs took 303 s against 267 s at 32 in the previous cold run, and 2 of 1,327 me5-small sw
+# rankings changed (scores move by up to 5e-7; docs/benchmarks.md). 32 keeps the recorded runs byte for byte.
+STUDY_QUERY_BATCH = 32
+
+
 def pairs_sha256(pairs: list[BitextPair]) -> str:
     """Content hash of bitext pairs, in training order."""
     return stable_hash([list(pair) for pair in pairs], length=64)
@@ -208,7 +214,7 @@ class StudyRunner:
         hybrid.setdefault("depth", self.config.hits)
         fusion = from_mapping(FusionConfig, hybrid, where="hybrid")
         return SystemOptions(teacher=self.config.teacher, psq_bitext=tuple(map(tuple, self.config.psq_bitext)),
-                             psq_leakage=self.config.leakage, fusion=fusion, query_batch_size=32,
+                             psq_leakage=self.config.leakage, fusion=fusion, query_batch_size=STUDY_QUERY_BATCH,
                              show_progress=True)
 
     def system_spec(self, system: str, students: dict[str, Path]) -> tuple[str, str]:
