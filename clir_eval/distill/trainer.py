@@ -165,9 +165,7 @@ class DistillConfig:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["loss"] = self.loss.to_dict()
-        return data
+        return asdict(self)  # recurses into ``loss``
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ system names and output paths come from it, never from code.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -198,13 +198,16 @@ START_OPTIONS = ("projection", "projection_fit_pairs", "projection_fit_english",
 def start_key(spec: StudentSpec, teacher: str) -> str | None:
     """What a student's start depends on, as a string; None when it has no fitted start (a copy of the teacher,
     or ``projection: never``)."""
-    projection = spec.options.get("projection", "auto")
-    if projection == "never" or (projection == "auto" and spec.backbone == teacher):
+    from clir_eval.distill.trainer import DistillConfig
+
+    # The trainer's defaults for options the spec leaves out, so this key and the trainer agree.
+    defaults = {f.name: f.default for f in fields(DistillConfig)}
+    options = {name: spec.options.get(name, defaults[name]) for name in START_OPTIONS}
+    if options["projection"] == "never" or (options["projection"] == "auto" and spec.backbone == teacher):
         return None
-    fit_pairs = spec.options.get("projection_fit_pairs", 2000)
     # Without pairs in the fit, the bitext budget and languages do not matter: only the English text does.
-    data = [spec.bitext, spec.languages, spec.max_pairs] if fit_pairs else [spec.bitext]
-    return repr([spec.backbone, teacher, data, [spec.options.get(k) for k in START_OPTIONS]])
+    data = [spec.bitext, spec.languages, spec.max_pairs] if options["projection_fit_pairs"] else [spec.bitext]
+    return repr([spec.backbone, teacher, data, options])
 
 
 def _axis_label(axis: str, value: Any) -> str:

@@ -84,6 +84,10 @@ class StudyRunner:
         self._hashes: dict[Path, str] = {}
         self._model_hashes: dict[str, str] = {}
         self._english: dict[tuple, list[str]] = {}
+        # A study's start and students read the same bitext (train and dev) and search one index set per
+        # collection: each is loaded, leakage-checked or hashed once.
+        self._bitext: dict[tuple, list[BitextPair]] = {}
+        self._index_dirs: dict[str, Any] = {}
 
     # -- inputs ---------------------------------------------------------------------------------
     def load_collections(self) -> None:
@@ -122,6 +126,9 @@ class StudyRunner:
         from clir_eval.collections.bitext import bitext_languages, load_bitext
         from clir_eval.collections.leakage import evaluation_topics, guard_bitext
 
+        key = (tuple(sources), tuple(languages), split, max_pairs)
+        if key in self._bitext:
+            return list(self._bitext[key])
         pairs: list[BitextPair] = []
         for lang in languages:
             source = next((s for s in sources if split in bitext_languages(s).get(lang, ())), None)
@@ -132,6 +139,7 @@ class StudyRunner:
                 chosen = random.Random(f"{self.config.seed}-{lang}-{split}").sample(chosen, max_pairs)
             pairs.extend(chosen)
         report = guard_bitext(pairs, evaluation_topics(self.collections.values(), split="test"), self.config.leakage)
+        self._bitext[key] = list(report.pairs)
         return list(report.pairs)
 
     def english_text(self, sources: tuple[str, ...], count: int) -> list[str]:
@@ -235,9 +243,13 @@ class StudyRunner:
         if spec == "hybrid" and all(part in done for part in parts) and options.fusion.depth <= self.config.hits:
             return self.fuse(collection, lang, system, [done[part] for part in parts], options.fusion)
 
-        per_collection = IndexDirs.under(self.cache_root / "indexes" / index_key(collection))
-        # PSQ tables are shared by collections: eflomal has no seed, so one table per bitext keeps runs comparable.
-        indexes = IndexDirs(per_collection.lucene, per_collection.dense, self.cache_root / "indexes" / "psq")
+        if collection.name not in self._index_dirs:  # index_key hashes the corpus
+            per_collection = IndexDirs.under(self.cache_root / "indexes" / index_key(collection))
+            # PSQ tables are shared by collections: eflomal has no seed, so one table per bitext keeps runs
+            # comparable.
+            self._index_dirs[collection.name] = IndexDirs(per_collection.lucene, per_collection.dense,
+                                                          self.cache_root / "indexes" / "psq")
+        indexes = self._index_dirs[collection.name]
         settings = to_mapping(options)
         if spec != "hybrid":
             settings.pop("fusion")  # only the hybrid reads it: a new hybrid component must not redo every run

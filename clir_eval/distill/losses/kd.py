@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from clir_eval.distill.losses.base import DistillLoss, Encoded, LossResult, Needs
+from clir_eval.distill.losses.options import LossOptions
 
 
 def kd_from_embeddings(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -40,10 +41,9 @@ class KDLoss(DistillLoss):
 
     def __init__(self, english_through_student: bool = False, distance: str = "mse") -> None:
         super().__init__()
-        if distance not in KD_DISTANCE_FUNCTIONS:
-            raise ValueError(f"distance must be one of {list(KD_DISTANCE_FUNCTIONS)}, got {distance!r}")
+        # Validation is LossOptions' (one place lists every option and its range), as for the other losses.
+        self.distance = LossOptions(kd_distance=distance).kd_distance
         self.english_through_student = bool(english_through_student)
-        self.distance = distance
 
     def needs(self) -> Needs:
         return Needs(student_target=self.english_through_student)
