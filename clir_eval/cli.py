@@ -604,6 +604,8 @@ def distill_command(
     dev_split: str = typer.Option("dev", "--dev-split", help="Held-out bitext split ('' for none)."),
     max_pairs: int = typer.Option(0, "--max-pairs", help="Use the first N training pairs (0 = all)."),
     max_dev_pairs: int = typer.Option(500, "--max-dev-pairs", help="Use the first N dev pairs."),
+    min_margin: float = typer.Option(0.0, "--min-margin", help="Drop training pairs whose ratio margin under the "
+                                                              "student's backbone is lower, e.g. 1.0 (0 = keep all)."),
     steps: int = typer.Option(0, "--steps", help="Optimizer steps (0 = --epochs passes)."),
     epochs: int = typer.Option(1, "--epochs", help="Passes over the bitext when --steps is 0."),
     batch_size: int = typer.Option(32, "--batch-size", help="Pairs per micro-batch (all processes)."),
@@ -653,6 +655,9 @@ def distill_command(
             check_model_name(model)
         except ValueError as exc:
             raise ValueError(f"{option_name}: {exc}") from None
+    if not 0 <= min_margin < 2:
+        raise ValueError(f"--min-margin must be in [0, 2) (a ratio margin; 1.0 keeps pairs closer than their sides' "
+                         f"neighbours), got {min_margin}")
     check_output_path(out, directory=True)
     train = load_bitext(bitext, lang, train_split)
     train = train[:max_pairs] if max_pairs else train
@@ -669,6 +674,16 @@ def distill_command(
         import torch
 
         torch.set_num_threads(threads)
+    if min_margin:
+        from clir_eval.distill.filtering import filtered_sample
+        from clir_eval.models.sentence import SentenceEncoder
+
+        backbone = SentenceEncoder.from_pretrained(student)
+        scored = len(train)
+        train, _ = filtered_sample(train, None, min_margin, lambda texts: backbone.encode(texts), seed=str(seed))
+        del backbone
+        Console(stderr=True).print(f"kept {len(train)} of {scored} training pairs (ratio margin >= {min_margin})",
+                                   highlight=False)
     result = distill(config, train, dev, out, resume=resume, english=english)
     console = Console()
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.dev_metrics.items())

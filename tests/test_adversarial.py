@@ -246,6 +246,14 @@ def test_distill_fewer_pairs_than_a_batch_is_refused_before_loading_models(tmp_p
     assert not out.exists()
 
 
+def test_distill_min_margin_out_of_range_is_refused_before_loading_models(tmp_path, no_training):
+    out = tmp_path / "student"
+    result = invoke("distill", "--method", "kd", "--student", "me5-small", "--lang", "sw", "--min-margin", 5,
+                    "--out", out)
+    assert_user_error(result, "--min-margin must be in [0, 2)", "got 5.0")
+    assert not out.exists()
+
+
 def test_distill_takes_a_relative_bitext_path(tmp_path, monkeypatch, no_training):
     write_bitext(tmp_path / "bt", [("paka", "cat"), ("mbwa", "dog"), ("gari", "car")])
     monkeypatch.chdir(tmp_path)

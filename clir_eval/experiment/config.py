@@ -37,7 +37,9 @@ class StudentSpec:
     """One distilled student: method, backbone, bitext budget; ``options`` go to the trainer's config.
 
     The student is trained on the union of ``languages`` (each from the first bitext source that
-    has it) and evaluated on every query language of the study.
+    has it) and evaluated on every query language of the study. ``min_margin`` drops training pairs whose
+    ratio margin under the backbone is lower (:mod:`clir_eval.distill.filtering`); ``max_pairs`` then counts
+    the pairs kept.
     """
 
     name: str
@@ -46,6 +48,7 @@ class StudentSpec:
     bitext: tuple[str, ...] = ("lafand",)
     languages: tuple[str, ...] = ("sw",)
     max_pairs: int | None = None
+    min_margin: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -53,6 +56,9 @@ class StudentSpec:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise ValueError(f"max_pairs must be >= 1 or null, got {self.max_pairs}")
+        if self.min_margin is not None and not 0 < self.min_margin < 2:
+            raise ValueError(f"min_margin must be in (0, 2) or null (a ratio margin; 1.0 keeps pairs closer than "
+                             f"their sides' neighbours), got {self.min_margin}")
         if ":" in self.name or "/" in self.name or " " in self.name:
             raise ValueError(f"student name {self.name!r} may not contain ':', '/' or spaces")
 
@@ -82,7 +88,7 @@ class EvaluationSpec:
 class SweepSpec:
     """Students generated as the product of ``axes`` over ``base`` (a student without a name).
 
-    Axis names: ``method``, ``backbone``, ``max_pairs``, ``languages`` (a list of lists), ``bitext``, and
+    Axis names: ``method``, ``backbone``, ``max_pairs``, ``min_margin``, ``languages`` (a list of lists), ``bitext``, and
     ``options.<key>[.<key>]`` for trainer options such as ``options.lr`` or ``options.loss.ot_epsilon``.
     """
 
@@ -90,7 +96,7 @@ class SweepSpec:
     axes: dict[str, list[Any]]
 
     def __post_init__(self) -> None:
-        valid = {"method", "backbone", "max_pairs", "languages", "bitext"}
+        valid = {"method", "backbone", "max_pairs", "min_margin", "languages", "bitext"}
         for axis, values in self.axes.items():
             if axis not in valid and not axis.startswith("options."):
                 raise ValueError(f"unknown sweep axis {axis!r}; valid: {sorted(valid)} or 'options.<key>'")
@@ -206,12 +212,13 @@ def start_key(spec: StudentSpec, teacher: str) -> str | None:
     if options["projection"] == "never" or (options["projection"] == "auto" and spec.backbone == teacher):
         return None
     # Without pairs in the fit, the bitext budget and languages do not matter: only the English text does.
-    data = [spec.bitext, spec.languages, spec.max_pairs] if options["projection_fit_pairs"] else [spec.bitext]
+    data = ([spec.bitext, spec.languages, spec.max_pairs, spec.min_margin] if options["projection_fit_pairs"]
+            else [spec.bitext])
     return repr([spec.backbone, teacher, data, options])
 
 
 def _axis_label(axis: str, value: Any) -> str:
-    short = {"method": "", "backbone": "", "max_pairs": "n", "languages": "", "bitext": ""}
+    short = {"method": "", "backbone": "", "max_pairs": "n", "min_margin": "m", "languages": "", "bitext": ""}
     text = "_".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     prefix = short.get(axis, axis.rsplit(".", 1)[-1])
     return f"{prefix}{text}".replace("/", "_").replace(":", "_").replace(" ", "").replace("+", "-")

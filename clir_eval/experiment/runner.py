@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 # Bump when a step's output changes for the same inputs (a fixed bug), so that caches rebuild.
 STEP_VERSION = 1
+MARGINS_FILE = "margins.tsv"
 MANIFEST = "manifest.json"
 RUNS_DIR = "runs"
 EVALUATION_STAMP = ".evaluation.json"
@@ -116,17 +117,19 @@ class StudyRunner:
         return stable_hash([self._sha256(Path(p)) for p in paths], length=64)
 
     def bitext(self, sources: tuple[str, ...], languages: tuple[str, ...], split: str,
-               max_pairs: int | None) -> list[BitextPair]:
+               max_pairs: int | None, min_margin: float | None = None, backbone: str = "") -> list[BitextPair]:
         """Pairs of ``split`` per language from the first source that has it, leakage-checked against every
         test topic of the study's collections.
 
         A budget (``max_pairs``) is a seeded random sample per language, not the first lines, so that it
-        does not depend on the order of the bitext file.
+        does not depend on the order of the bitext file. With ``min_margin``, pairs that ``backbone`` scores
+        below that ratio margin are dropped and the budget is filled from further pairs
+        (:func:`clir_eval.distill.filtering.filtered_sample`; a cached step per language).
         """
         from clir_eval.collections.bitext import bitext_languages, load_bitext
         from clir_eval.collections.leakage import evaluation_topics, guard_bitext
 
-        key = (tuple(sources), tuple(languages), split, max_pairs)
+        key = (tuple(sources), tuple(languages), split, max_pairs, min_margin, backbone if min_margin else "")
         if key in self._bitext:
             return list(self._bitext[key])
         pairs: list[BitextPair] = []
@@ -135,12 +138,45 @@ class StudyRunner:
             if source is None:
                 raise ValueError(f"no bitext source among {list(sources)} has a {split!r} split for {lang!r}")
             chosen = load_bitext(source, lang, split)
-            if max_pairs is not None and len(chosen) > max_pairs:
-                chosen = random.Random(f"{self.config.seed}-{lang}-{split}").sample(chosen, max_pairs)
+            seed = f"{self.config.seed}-{lang}-{split}"
+            if min_margin is not None:
+                chosen = self.filtered_bitext(chosen, lang, split, max_pairs, min_margin, backbone, seed)
+            elif max_pairs is not None and len(chosen) > max_pairs:
+                chosen = random.Random(seed).sample(chosen, max_pairs)
             pairs.extend(chosen)
         report = guard_bitext(pairs, evaluation_topics(self.collections.values(), split="test"), self.config.leakage)
         self._bitext[key] = list(report.pairs)
         return list(report.pairs)
+
+    def filtered_bitext(self, pairs: list[BitextPair], lang: str, split: str, budget: int | None, min_margin: float,
+                        backbone: str, seed: str) -> list[BitextPair]:
+        """The margin-filtered sample of one language's pairs (cached step ``bitext/<lang>-<split>-margin``).
+
+        The step keeps every scored pair's margin in ``margins.tsv`` (pair id, margin, kept), so what was dropped
+        can be read.
+        """
+        from clir_eval.distill.filtering import MARGIN_NEIGHBOURS, filtered_sample
+
+        inputs = {"version": STEP_VERSION, "backbone": backbone, "lang": lang, "split": split, "budget": budget,
+                  "min_margin": min_margin, "neighbours": MARGIN_NEIGHBOURS, "seed": seed,
+                  "pairs_sha256": pairs_sha256(pairs)}
+
+        def build(out: Path) -> None:
+            from clir_eval.models.sentence import SentenceEncoder
+
+            encoder = SentenceEncoder.from_pretrained(backbone)
+            kept, scores = filtered_sample(pairs, budget, min_margin, lambda texts: encoder.encode(texts), seed)
+            kept_ids = {p.pair_id for p in kept}
+            with atomic_write(out / MARGINS_FILE) as handle:
+                handle.write("pair_id\tmargin\tkept\n")
+                handle.writelines(f"{pid}\t{score:.6f}\t{int(pid in kept_ids)}\n" for pid, score in scores.items())
+            logger.info("bitext %s %s: kept %d of %d pairs scored (margin >= %g under %s)", lang, split,
+                        len(kept), len(scores), min_margin, backbone)
+
+        step = self.cache.run("bitext", f"{lang}-{split}-margin", inputs, build)
+        by_id = {p.pair_id: p for p in pairs}
+        rows = [line.split("\t") for line in (step / MARGINS_FILE).read_text(encoding="utf-8").splitlines()[1:]]
+        return [by_id[pid] for pid, _, kept in rows if kept == "1"]
 
     def english_text(self, sources: tuple[str, ...], count: int) -> list[str]:
         """``count`` English sentences for the initial map (:func:`clir_eval.collections.english.english_pool`)."""
@@ -152,6 +188,10 @@ class StudyRunner:
                                               test_collections=self.collections.values(),
                                               allow_leakage=self.config.leakage == "allow")
         return self._english[key]
+
+    def spec_bitext(self, spec: StudentSpec) -> list[BitextPair]:
+        """A student's training pairs: its budget, filtered when it sets ``min_margin``."""
+        return self.bitext(spec.bitext, spec.languages, "train", spec.max_pairs, spec.min_margin, spec.backbone)
 
     def distill_config(self, spec: StudentSpec, start: Path | None = None) -> Any:
         """The trainer's config of a student; it trains from ``start`` (its saved untrained student) when given."""
@@ -170,7 +210,7 @@ class StudyRunner:
         from clir_eval.distill.trainer import save_start
 
         config = self.distill_config(spec)
-        train = self.bitext(spec.bitext, spec.languages, "train", spec.max_pairs)[: config.projection_fit_pairs]
+        train = self.spec_bitext(spec)[: config.projection_fit_pairs]
         english = self.english_text(spec.bitext, config.projection_fit_english)
         inputs = {"version": STEP_VERSION, "student": config.student, "teacher": config.teacher,
                   "options": {k: getattr(config, k) for k in START_OPTIONS}, "fit_sha256": pairs_sha256(train),
@@ -183,7 +223,7 @@ class StudyRunner:
         """Distil one student (cached) from ``start`` (its untrained student, if it has one); returns its directory."""
         from clir_eval.distill.trainer import distill
 
-        train = self.bitext(spec.bitext, spec.languages, "train", spec.max_pairs)
+        train = self.spec_bitext(spec)
         dev = self.bitext(spec.bitext, spec.languages, "dev", self.config.dev_pairs)
         config = self.distill_config(spec, start)
         inputs = {"version": STEP_VERSION, "distill": to_mapping(config), "train_sha256": pairs_sha256(train),
