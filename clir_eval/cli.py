@@ -680,8 +680,11 @@ def distill_command(
 
         backbone = SentenceEncoder.from_pretrained(student)
         scored = len(train)
-        train, _ = filtered_sample(train, None, min_margin, lambda texts: backbone.encode(texts), seed=str(seed))
+        train, _ = filtered_sample(train, None, min_margin, backbone.encode, seed=str(seed))
         del backbone
+        if len(train) < config.batch_size:
+            raise ValueError(f"--min-margin {min_margin} kept {len(train)} of {scored} training pairs, fewer than one "
+                             f"batch (--batch-size {config.batch_size}); lower it or give more pairs")
         Console(stderr=True).print(f"kept {len(train)} of {scored} training pairs (ratio margin >= {min_margin})",
                                    highlight=False)
     result = distill(config, train, dev, out, resume=resume, english=english)

@@ -190,6 +190,10 @@ def test_cli_distill_on_lafand(tiny_bert_dir, tmp_path):
     bad = CliRunner().invoke(app, ["distill", "--method", "optical", "--student", "x", "--lang", "sw", "--out",
                                    str(tmp_path / "x")])
     assert bad.exit_code == 2 and "valid methods" in bad.output
+    # No pair is 1.9 times closer than its neighbours: the filter drops them all, and says so before training.
+    strict = CliRunner().invoke(app, args[:-6] + ["--min-margin", "1.9", "--out", str(tmp_path / "strict")])
+    assert strict.exit_code == 2 and "--min-margin 1.9 kept 0 of 16 training pairs" in strict.output
+    assert not (tmp_path / "strict").exists()
 
 
 def test_projection_starts_from_the_least_squares_map(tiny_bert_dir, tiny_bert_dir_48, tmp_path):

@@ -165,7 +165,7 @@ class StudyRunner:
             from clir_eval.models.sentence import SentenceEncoder
 
             encoder = SentenceEncoder.from_pretrained(backbone)
-            kept, scores = filtered_sample(pairs, budget, min_margin, lambda texts: encoder.encode(texts), seed)
+            kept, scores = filtered_sample(pairs, budget, min_margin, encoder.encode, seed)
             kept_ids = {p.pair_id for p in kept}
             with atomic_write(out / MARGINS_FILE) as handle:
                 handle.write("pair_id\tmargin\tkept\n")
