@@ -26,11 +26,12 @@ def _step_flops(loss_fn, student, teacher, batch) -> int:
     return counter.get_total_flops()
 
 
-def _matmul_flops_per_second(hidden: int, rows: int, seconds: float = 2.0) -> float:
-    """float32 GEMM rate of a (rows x hidden) @ (hidden x 4 hidden) product, the feed-forward layer's shape."""
+def _matmul_flops_per_second(hidden: int, rows: int, seconds: float = 2.0, dtype: str = "float32") -> float:
+    """GEMM rate of a (rows x hidden) @ (hidden x 4 hidden) product, the feed-forward layer's shape."""
     import torch
 
-    a, b = torch.randn(rows, hidden), torch.randn(hidden, 4 * hidden)
+    a = torch.randn(rows, hidden).to(getattr(torch, dtype))
+    b = torch.randn(hidden, 4 * hidden).to(getattr(torch, dtype))
     for _ in range(3):
         a @ b
     count, start = 0, time.perf_counter()
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per method (after 2 warm-up steps)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--freeze-layers", type=int, default=0, help="also freeze the lowest N student layers")
+    parser.add_argument("--bf16", action="store_true",
+                        help="steps under CPU autocast to bfloat16; the ceiling is then the bfloat16 GEMM rate")
     parser.add_argument("--trainer", action="store_true", help="also time distill() end to end")
     parser.add_argument("--teacher-cache", action="store_true",
                         help="also time distill() over 2 epochs with and without cache_teacher")
@@ -96,7 +99,8 @@ def main() -> None:
         # Alternate which method goes first, so neither always inherits a warm cache.
         for name, loss_fn in sorted(losses.items(), reverse=bool(i % 2)):
             start = time.perf_counter()
-            loss = loss_fn(student, teacher, batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                loss = loss_fn(student, teacher, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -108,10 +112,12 @@ def main() -> None:
         print(f"{name}: {pairs_timed / seconds[name]:6.1f} pairs/s ({seconds[name] / args.steps:.3f} s/step)")
     # The ceiling: this machine's float32 matmul rate (a GEMM of the model's own shapes, measured here)
     # over the FLOPs a KD step does (counted by torch on the timed batches). No schedule beats it.
-    rate = _matmul_flops_per_second(student.hidden_size, args.batch_size * args.max_length)
+    dtype = "bfloat16" if args.bf16 else "float32"
+    rate = _matmul_flops_per_second(student.hidden_size, args.batch_size * args.max_length, dtype=dtype)
     per_pair = flops / pairs_timed
     print(f"KD step: {per_pair / 1e9:.2f} GFLOP per pair (torch's count: student forward + backward, teacher "
-          f"forward); matmul peak here {rate / 1e9:.0f} GFLOP/s -> ceiling {rate / per_pair:.1f} pairs/s", flush=True)
+          f"forward); {dtype} matmul peak here {rate / 1e9:.0f} GFLOP/s -> ceiling {rate / per_pair:.1f} pairs/s",
+          flush=True)
     print(f"OT/KD step time ratio: {seconds['ot'] / seconds['kd']:.3f} "
           f"(mean {tokens / (args.steps + 2) / args.batch_size:.1f} foreign tokens per sentence)", flush=True)
 
