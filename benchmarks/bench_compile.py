@@ -17,11 +17,8 @@ import time
 def main() -> None:
     import torch
 
-    from clir_eval.collections.bitext import load_bitext
-    from clir_eval.distill.data import TokenizedBitext, epoch_batches
-    from clir_eval.distill.losses import LossOptions, build_loss, match_dimensions
-    from clir_eval.distill.start import freeze
-    from clir_eval.models.sentence import SentenceEncoder
+    from bench_distill import prepare  # run as a script, benchmarks/ is on the path
+    from clir_eval.distill.losses import LossOptions, build_loss
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, default=60)
@@ -30,14 +27,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    pairs = load_bitext("lafand", "sw", "train")[: 32 * args.batches]
-    teacher = SentenceEncoder.from_pretrained("minilm-l6")
-    teacher.requires_grad_(False).eval()
-    student = SentenceEncoder.from_pretrained("me5-small")
-    match_dimensions(student, teacher)
-    freeze(student, embeddings=True, layers=0, dropout=True)
-    data = TokenizedBitext(pairs, student, teacher, 64, student_target=False)
-    batches = [data.batch(b) for b in epoch_batches(data.lengths, 32, seed=0, epoch=0, window=50)]
+    _, student, teacher, data, order = prepare("me5-small", "minilm-l6", "sw", 32 * args.batches, 64, 32, 0)
+    batches = [data.batch(b) for b in order]
     print(f"{len(batches)} batches of 32, padded lengths {sorted({b.source['input_ids'].shape[1] for b in batches})}")
     loss_fn = build_loss("kd", LossOptions())
     weights = copy.deepcopy(student.state_dict())

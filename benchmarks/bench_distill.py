@@ -41,15 +41,36 @@ def _matmul_flops_per_second(hidden: int, rows: int, seconds: float = 2.0, dtype
     return 2 * rows * hidden * 4 * hidden * count / (time.perf_counter() - start)
 
 
+def prepare(student_name: str, teacher_name: str, lang: str, n_pairs: int, max_length: int, batch_size: int,
+            freeze_layers: int) -> tuple:
+    """The trainer's pieces for timing steps: ``(pairs, student, teacher, tokenized pairs, batch index lists)``.
+
+    The student is frozen as ``DistillConfig`` defaults say (embeddings, dropout kept) plus ``freeze_layers``.
+    """
+    from clir_eval.collections.bitext import load_bitext
+    from clir_eval.distill.data import TokenizedBitext, epoch_batches
+    from clir_eval.distill.losses import match_dimensions
+    from clir_eval.distill.start import freeze
+    from clir_eval.distill.trainer import DistillConfig
+    from clir_eval.models.sentence import SentenceEncoder
+
+    pairs = load_bitext("lafand", lang, "train")[:n_pairs]
+    teacher = SentenceEncoder.from_pretrained(teacher_name)
+    teacher.requires_grad_(False).eval()
+    student = SentenceEncoder.from_pretrained(student_name)
+    config = DistillConfig(method="kd", student=student_name, teacher=teacher_name, max_length=max_length,
+                           batch_size=batch_size, freeze_layers=freeze_layers)
+    match_dimensions(student, teacher)
+    freeze(student, embeddings=config.freeze_embeddings, layers=config.freeze_layers, dropout=config.dropout)
+    data = TokenizedBitext(pairs, student, teacher, max_length, student_target=False)
+    return pairs, student, teacher, data, epoch_batches(data.lengths, batch_size, seed=0, epoch=0, window=50)
+
+
 def main() -> None:
     import torch
 
-    from clir_eval.collections.bitext import load_bitext
-    from clir_eval.distill.losses import LossOptions, build_loss, match_dimensions
-    from clir_eval.distill.data import TokenizedBitext, epoch_batches
-    from clir_eval.distill.start import freeze
+    from clir_eval.distill.losses import LossOptions, build_loss
     from clir_eval.distill.trainer import DistillConfig, distill
-    from clir_eval.models.sentence import SentenceEncoder
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--student", default="me5-small")
@@ -69,19 +90,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    pairs = load_bitext("lafand", args.lang, "train")[: args.batch_size * 200]
-    teacher = SentenceEncoder.from_pretrained(args.teacher)
-    teacher.requires_grad_(False).eval()
-    student = SentenceEncoder.from_pretrained(args.student)
-    config = DistillConfig(method="kd", student=args.student, teacher=args.teacher, max_length=args.max_length,
-                           batch_size=args.batch_size, freeze_layers=args.freeze_layers)
-    match_dimensions(student, teacher)
-    freeze(student, embeddings=config.freeze_embeddings, layers=config.freeze_layers, dropout=config.dropout)
+    pairs, student, teacher, data, batches = prepare(args.student, args.teacher, args.lang, args.batch_size * 200,
+                                                     args.max_length, args.batch_size, args.freeze_layers)
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
-    data = TokenizedBitext(pairs, student, teacher, args.max_length, student_target=False)
-    batches = epoch_batches(data.lengths, args.batch_size, seed=0, epoch=0, window=50)
     losses = {"kd": build_loss("kd", LossOptions()), "ot": build_loss("ot", LossOptions())}
     print(f"student {args.student}: {sum(p.numel() for p in params):,} of "
           f"{sum(p.numel() for p in student.parameters()):,} parameters trainable; teacher {args.teacher}; "

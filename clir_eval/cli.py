@@ -655,9 +655,14 @@ def distill_command(
             check_model_name(model)
         except ValueError as exc:
             raise ValueError(f"{option_name}: {exc}") from None
-    if not 0 <= min_margin < 2:
-        raise ValueError(f"--min-margin must be in [0, 2) (a ratio margin; 1.0 keeps pairs closer than their sides' "
-                         f"neighbours), got {min_margin}")
+    if min_margin:
+        from clir_eval.distill.filtering import check_min_margin
+
+        try:
+            check_min_margin(min_margin)
+        except ValueError:
+            raise ValueError(f"--min-margin must be in [0, 2) (0 = no filter, else a ratio margin such as 1.0), got "
+                             f"{min_margin}") from None
     check_output_path(out, directory=True)
     train = load_bitext(bitext, lang, train_split)
     train = train[:max_pairs] if max_pairs else train

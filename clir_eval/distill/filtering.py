@@ -27,6 +27,13 @@ UNBUDGETED_WINDOW = 1000
 Embed = Callable[[list[str]], np.ndarray]
 
 
+def check_min_margin(value: float) -> None:
+    """Raise ValueError unless ``value`` is a usable ratio-margin threshold: in (0, 2)."""
+    if not 0 < value < 2:
+        raise ValueError(f"min_margin must be in (0, 2) (a ratio margin; 1.0 keeps pairs closer than their sides' "
+                         f"neighbours), got {value}")
+
+
 def ratio_margin(source: np.ndarray, target: np.ndarray, k: int = MARGIN_NEIGHBOURS,
                  source_pool: np.ndarray | None = None, target_pool: np.ndarray | None = None) -> np.ndarray:
     """The ratio margin of each aligned row pair ``(source[i], target[i])``.
@@ -90,15 +97,14 @@ def filtered_sample(pairs: Sequence[BitextPair], budget: int | None, min_margin:
         chosen = {id(p) for p in first}
         rest = [p for p in pairs if id(p) not in chosen]
         random.Random(f"{seed}-rest").shuffle(rest)
-    sources = np.zeros((0, 0))
-    targets = np.zeros((0, 0))
+    sources: list[np.ndarray] = []  # every candidate scored so far: the refills' neighbourhood
+    targets: list[np.ndarray] = []
     window, position = first, 0
     while window:
-        new_sources = np.asarray(embed([p.source for p in window]))
-        new_targets = np.asarray(embed([p.target for p in window]))
-        sources = new_sources if not len(sources) else np.concatenate([sources, new_sources])
-        targets = new_targets if not len(targets) else np.concatenate([targets, new_targets])
-        margins = ratio_margin(new_sources, new_targets, source_pool=sources, target_pool=targets)
+        sources.append(np.asarray(embed([p.source for p in window])))
+        targets.append(np.asarray(embed([p.target for p in window])))
+        margins = ratio_margin(sources[-1], targets[-1], source_pool=np.concatenate(sources),
+                               target_pool=np.concatenate(targets))
         for pair, margin in zip(window, margins):
             scores[pair.pair_id] = float(margin)
             if margin >= min_margin and len(kept) < budget:

@@ -56,9 +56,10 @@ class StudentSpec:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise ValueError(f"max_pairs must be >= 1 or null, got {self.max_pairs}")
-        if self.min_margin is not None and not 0 < self.min_margin < 2:
-            raise ValueError(f"min_margin must be in (0, 2) or null (a ratio margin; 1.0 keeps pairs closer than "
-                             f"their sides' neighbours), got {self.min_margin}")
+        if self.min_margin is not None:
+            from clir_eval.distill.filtering import check_min_margin
+
+            check_min_margin(self.min_margin)
         if ":" in self.name or "/" in self.name or " " in self.name:
             raise ValueError(f"student name {self.name!r} may not contain ':', '/' or spaces")
 
@@ -88,8 +89,9 @@ class EvaluationSpec:
 class SweepSpec:
     """Students generated as the product of ``axes`` over ``base`` (a student without a name).
 
-    Axis names: ``method``, ``backbone``, ``max_pairs``, ``min_margin``, ``languages`` (a list of lists), ``bitext``, and
-    ``options.<key>[.<key>]`` for trainer options such as ``options.lr`` or ``options.loss.ot_epsilon``.
+    Axis names: ``method``, ``backbone``, ``max_pairs``, ``min_margin``, ``languages`` (a list of lists),
+    ``bitext``, and ``options.<key>[.<key>]`` for trainer options such as ``options.lr`` or
+    ``options.loss.ot_epsilon``.
     """
 
     base: dict[str, Any]
