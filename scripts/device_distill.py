@@ -353,12 +353,12 @@ def train(out: Path, budget_s: float, only: list[str], max_steps: int) -> None:
 
 
 def evaluate(embeddings: Path, runs_dir: Path) -> None:
-    from ranx import Qrels, Run, evaluate as ranx_evaluate
-
+    from clir_eval.collections.readers import read_qrels
+    from clir_eval.evaluation.evaluate import evaluate_run, qrels_from_records
     from clir_eval.experiment.config import load_config
     from clir_eval.experiment.runner import StudyRunner
     from clir_eval.retrieval.dense import search_dense
-    from clir_eval.retrieval.runs import write_run
+    from clir_eval.retrieval.runs import read_run, write_run
     from clir_eval.retrieval.systems import IndexDirs, index_key
 
     with gzip.open(BUNDLE / "data.json.gz", "rt", encoding="utf-8") as handle:
@@ -367,23 +367,20 @@ def evaluate(embeddings: Path, runs_dir: Path) -> None:
     runner.load_collections()
     ntrex = runner.collections["ntrex"]
     index = IndexDirs.under(runner.cache_root / "indexes" / index_key(ntrex)).dense_for(runner.config.teacher)
-    rows = []
+    qrels = {split: qrels_from_records(read_qrels(ntrex.qrels_path(split))) for split in SPLITS}
     names = {output_name(recipe): recipe for recipe in ["student-init", *RECIPES]}
     for npz in sorted(embeddings.glob("*.npz")):
         name = names.get(npz.name, npz.stem)
+        scores = {"recipe": name}
         with np.load(npz) as arrays:
-            scores = {"recipe": name}
-            for key, rows_ in topics.items():
+            for key, rows in topics.items():
                 split, lang = key.split("-")
-                qids = [qid for qid, _ in rows_]
-                hits = search_dense(index, qids, arrays[key], k=100)
+                hits = search_dense(index, [qid for qid, _ in rows], arrays[key], k=100)
                 path = runs_dir / split / lang / f"{name}.run"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_run(path, hits, tag=name, depth=100)
-                qrels = Qrels.from_file(str(ntrex.qrels_path(split)), kind="trec")
-                run = Run.from_file(str(path), kind="trec")
-                scores[key] = round(float(ranx_evaluate(qrels, run, "mrr")), 4)
-        rows.append(scores)
+                # The project's evaluation (trec_eval's tie order), as in every leaderboard.
+                scores[key] = round(float(np.nanmean(evaluate_run(qrels[split], read_run(path), ["mrr"])["mrr"])), 4)
         print(json.dumps(scores), flush=True)
 
 
@@ -401,6 +398,8 @@ def main() -> None:
     e.add_argument("--runs-dir", type=Path, required=True)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    if args.command != "pack" and not (BUNDLE / "data.json.gz").exists():
+        sys.exit(f"error: {BUNDLE}: no bundle; run `python scripts/device_distill.py pack` first")
     if args.command == "pack":
         pack()
     elif args.command == "train":
