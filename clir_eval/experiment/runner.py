@@ -274,14 +274,9 @@ class StudyRunner:
 
         return system_name(system), system
 
-    def search(self, collection: Any, lang: str, split: str, system: str, spec: str, options: Any,
-               done: dict[str, Path]) -> Path:
-        """One run (cached); returns the cached run file. ``done`` maps specs to this language's finished runs."""
-        from clir_eval.retrieval.systems import IndexDirs, index_key, run_system
-
-        parts = [options.fusion.sparse, options.fusion.dense]
-        if spec == "hybrid" and all(part in done for part in parts) and options.fusion.depth <= self.config.hits:
-            return self.fuse(collection, lang, system, [done[part] for part in parts], options.fusion)
+    def index_dirs(self, collection: Any) -> Any:
+        """Where ``collection``'s indexes live in the step cache (:class:`clir_eval.retrieval.systems.IndexDirs`)."""
+        from clir_eval.retrieval.systems import IndexDirs, index_key
 
         if collection.name not in self._index_dirs:  # index_key hashes the corpus
             per_collection = IndexDirs.under(self.cache_root / "indexes" / index_key(collection))
@@ -289,7 +284,18 @@ class StudyRunner:
             # comparable.
             self._index_dirs[collection.name] = IndexDirs(per_collection.lucene, per_collection.dense,
                                                           self.cache_root / "indexes" / "psq")
-        indexes = self._index_dirs[collection.name]
+        return self._index_dirs[collection.name]
+
+    def search(self, collection: Any, lang: str, split: str, system: str, spec: str, options: Any,
+               done: dict[str, Path]) -> Path:
+        """One run (cached); returns the cached run file. ``done`` maps specs to this language's finished runs."""
+        from clir_eval.retrieval.systems import run_system
+
+        parts = [options.fusion.sparse, options.fusion.dense]
+        if spec == "hybrid" and all(part in done for part in parts) and options.fusion.depth <= self.config.hits:
+            return self.fuse(collection, lang, system, [done[part] for part in parts], options.fusion)
+
+        indexes = self.index_dirs(collection)
         settings = to_mapping(options)
         if spec != "hybrid":
             settings.pop("fusion")  # only the hybrid reads it: a new hybrid component must not redo every run
