@@ -66,6 +66,31 @@ def prepare(student_name: str, teacher_name: str, lang: str, n_pairs: int, max_l
     return pairs, student, teacher, data, epoch_batches(data.lengths, batch_size, seed=0, epoch=0, window=50)
 
 
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """The models, batches and threads of a timed training step (``prepare``'s inputs), shared by the step benchmarks."""
+    parser.add_argument("--student", default="me5-small")
+    parser.add_argument("--teacher", default="minilm-l6")
+    parser.add_argument("--lang", default="sw")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--freeze-layers", type=int, default=0, help="also freeze the lowest N student layers")
+
+
+def setup_steps(args: argparse.Namespace, n_pairs: int) -> tuple:
+    """``prepare`` from ``add_step_arguments``' values, seeded, with the student in training mode and its
+    optimizer: ``(pairs, student, teacher, tokenized pairs, batch index lists, trained parameters, AdamW)``."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    pairs, student, teacher, data, batches = prepare(args.student, args.teacher, args.lang, n_pairs,
+                                                     args.max_length, args.batch_size, args.freeze_layers)
+    student.train()
+    params = [p for p in student.parameters() if p.requires_grad]
+    return pairs, student, teacher, data, batches, params, torch.optim.AdamW(params, lr=1e-5)
+
+
 def main() -> None:
     import torch
 
@@ -73,28 +98,15 @@ def main() -> None:
     from clir_eval.distill.trainer import DistillConfig, distill
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--student", default="me5-small")
-    parser.add_argument("--teacher", default="minilm-l6")
-    parser.add_argument("--lang", default="sw")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=64)
+    add_step_arguments(parser)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per method (after 2 warm-up steps)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--freeze-layers", type=int, default=0, help="also freeze the lowest N student layers")
     parser.add_argument("--bf16", action="store_true",
                         help="steps under CPU autocast to bfloat16; the ceiling is then the bfloat16 GEMM rate")
     parser.add_argument("--trainer", action="store_true", help="also time distill() end to end")
     parser.add_argument("--teacher-cache", action="store_true",
                         help="also time distill() over 2 epochs with and without cache_teacher")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-    pairs, student, teacher, data, batches = prepare(args.student, args.teacher, args.lang, args.batch_size * 200,
-                                                     args.max_length, args.batch_size, args.freeze_layers)
-    student.train()
-    params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    pairs, student, teacher, data, batches, params, optimizer = setup_steps(args, args.batch_size * 200)
     losses = {"kd": build_loss("kd", LossOptions()), "ot": build_loss("ot", LossOptions())}
     print(f"student {args.student}: {sum(p.numel() for p in params):,} of "
           f"{sum(p.numel() for p in student.parameters()):,} parameters trainable; teacher {args.teacher}; "
