@@ -46,7 +46,9 @@ SPECIAL_TEACHER = (0, 100, 101, 102, 103)  # [PAD] [UNK] [CLS] [SEP] [MASK]
 
 # One dev budget for every method: the same settings each. Options as in configs/all-sw.yaml otherwise.
 # f0 and f6 are round 10 (docs/distillation.md); f0emb (the embeddings trained too) is the lever round 11 found on
-# 2 cores, for the next lent GPU: `train --only kd-f0emb-e5 kd+ot-f0emb-e5 kd+contrastive-f0emb-e5`.
+# 2 cores, for the next lent GPU: `train --only kd-f0emb-e5 kd+ot-f0emb-e5 kd+contrastive-f0emb-e5`. Round 12's
+# drawn negatives apply to the contrastive term only: `kd+contrastive-f0neg-e5` (8,192 per step on top of the
+# batch's 127), against kd+contrastive-f0-e5.
 _SHARED = {"projection_fit_pairs": 0, "projection_fit_english": 8000, "epochs": 5, "batch_size": 128}
 RECIPES = {
     f"{method}-{tag}": {"method": method, **_SHARED, **setting,
@@ -56,6 +58,8 @@ RECIPES = {
                          ("f0emb-e5", {"freeze_layers": 0, "lr": 5e-5, "freeze_embeddings": False}))
     for method in ("kd+contrastive", "kd", "kd+ot")
 }
+RECIPES["kd+contrastive-f0neg-e5"] = {**RECIPES["kd+contrastive-f0-e5"],
+                                      "loss": {"kd_english_through_student": True, "contrastive_negatives": 8192}}
 
 
 # ---- exact 4-bit and lossy 8-bit blocks ---------------------------------------------------------------------

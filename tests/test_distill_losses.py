@@ -307,3 +307,67 @@ def test_option_names_are_those_of_the_functions():
     from clir_eval.distill.losses import KD_DISTANCE_FUNCTIONS, KD_DISTANCES, OT_COST_NAMES, OT_COSTS
 
     assert list(KD_DISTANCE_FUNCTIONS) == list(KD_DISTANCES) and list(OT_COSTS) == list(OT_COST_NAMES)
+
+
+def test_drawn_negatives_count_masked_repeats_out():
+    gen = torch.Generator().manual_seed(0)
+    s, t, extra = torch.randn(3, 6, generator=gen), torch.randn(3, 6, generator=gen), torch.randn(5, 6, generator=gen)
+    sn, cands = torch.nn.functional.normalize(s, dim=1), torch.nn.functional.normalize(torch.cat([t, extra]), dim=1)
+    logits = sn @ cands.T / 0.1
+    expected = -sum(float(logits[i, i] - torch.logsumexp(logits[i], 0)) for i in range(3)) / 3
+    assert math.isclose(float(info_nce_from_embeddings(s, t, 0.1, negatives=extra)), expected, rel_tol=1e-5)
+    # Row 0's own English again among the negatives: masked for row 0, which then scores as without it; rows 1 and
+    # 2 keep it as the negative it is for them.
+    repeat = torch.cat([extra, t[:1]])
+    mask = torch.zeros(3, 6, dtype=torch.bool)
+    mask[0, 5] = True
+    logits = sn @ torch.nn.functional.normalize(torch.cat([t, repeat]), dim=1).T / 0.1
+    row0 = float(logits[0, 0] - torch.logsumexp(logits[0, :-1], 0))
+    expected = -(row0 + sum(float(logits[i, i] - torch.logsumexp(logits[i], 0)) for i in (1, 2))) / 3
+    masked = float(info_nce_from_embeddings(s, t, 0.1, negatives=repeat, negative_mask=mask))
+    assert math.isclose(masked, expected, rel_tol=1e-5)
+    assert float(info_nce_from_embeddings(s, t, 0.1, negatives=repeat)) > masked + 1e-3
+
+
+def test_drawn_negatives_teach_a_ranking_of_the_whole_bitext():
+    """Batches of 4 give InfoNCE 3 negatives; 32 more drawn from the bank (NegativeBank, as the trainer draws
+    them) train a linear student that ranks each sentence's target far higher among all 64 (MRR)."""
+    from clir_eval.distill.data import NegativeBank
+
+    def trained_mrr(negatives: int) -> float:
+        gen = torch.Generator().manual_seed(0)
+        x, targets = torch.randn(64, 16, generator=gen), torch.randn(64, 12, generator=gen)
+        student = torch.nn.Linear(16, 12, bias=False)
+        with torch.no_grad():
+            student.weight.copy_(torch.randn(12, 16, generator=gen) * 0.1)
+        optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
+        bank = NegativeBank(list(targets), [str(i) for i in range(64)], negatives)
+        order = torch.randperm(64 * 4, generator=gen) % 64
+        for step in range(60):
+            batch = order[4 * step : 4 * step + 4].numpy()
+            extra, mask = bank.draw(batch, batch, seed=0, micro=step) if negatives else (None, None)
+            loss = info_nce_from_embeddings(student(x[batch]), targets[batch], 0.1, negatives=extra,
+                                            negative_mask=mask)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            scores = torch.nn.functional.normalize(student(x), dim=1) @ torch.nn.functional.normalize(targets, dim=1).T
+        ranks = (scores > scores.diagonal()[:, None]).sum(dim=1) + 1
+        return float((1.0 / ranks.float()).mean())
+
+    in_batch, with_bank = trained_mrr(0), trained_mrr(32)
+    assert with_bank > in_batch + 0.05, (in_batch, with_bank)
+
+
+def test_a_loss_that_takes_negatives_refuses_a_batch_without_them(pair):
+    student, teacher = pair
+    match_dimensions(student, teacher)
+    loss = build_loss("kd+contrastive", LossOptions(contrastive_negatives=8))
+    assert loss.needs().negatives == 8
+    with pytest.raises(ValueError, match="negatives"):
+        loss(student, teacher, _batch(student, teacher))
+    with torch.no_grad():  # dev evaluation scores the batch alone
+        assert float(loss.eval()(student, teacher, _batch(student, teacher))) > 0
+    with pytest.raises(ValueError, match="contrastive_negatives"):
+        LossOptions(contrastive_negatives=-1)

@@ -139,16 +139,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("method", ["kd+ot", "contrastive"])
-def test_two_process_ddp_matches_one_process(tiny_bert_dir, tmp_path, method):
+@pytest.mark.parametrize(("method", "negatives"), [("kd+ot", 0), ("contrastive", 0), ("contrastive", 16)])
+def test_two_process_ddp_matches_one_process(tiny_bert_dir, tmp_path, method, negatives):
     # Sinkhorn stops when the worst pair of a (local) batch converges: a tight tolerance makes the
     # 4-pair shards and the 8-pair batch meet the same plans. Contrastive matches only if each process
-    # scores its 4 pairs against the negatives of the whole 8-pair batch. Plain SGD without clipping: its step is
-    # proportional to the gradient, so gradients summed over the processes instead of averaged would double every
-    # step (Adam and clipping would hide that).
+    # scores its 4 pairs against the negatives of the whole 8-pair batch (and, with extra negatives, if both draw
+    # the same ones). Plain SGD without clipping: its step is proportional to the gradient, so gradients summed
+    # over the processes instead of averaged would double every step (Adam and clipping would hide that).
     config = _config(tiny_bert_dir, tiny_bert_dir, method=method, max_steps=4, dropout=False, checkpoint_every=0,
                      eval_every=0, optimizer="sgd", lr=0.5, max_grad_norm=0.0,
-                     loss={"ot_epsilon": 0.1, "ot_tol": 1e-7, "ot_max_iter": 2000})
+                     loss={"ot_epsilon": 0.1, "ot_tol": 1e-7, "ot_max_iter": 2000,
+                           "contrastive_negatives": negatives})
     single = distill(config, TRAIN, DEV, tmp_path / "one", show_progress=False)
     data = config.to_dict()
     script = tmp_path / "ddp.py"
@@ -171,6 +172,10 @@ def test_two_process_ddp_matches_one_process(tiny_bert_dir, tmp_path, method):
     for k in a:  # float rounding only: atol << moved, and << the doubled steps of summed gradients
         torch.testing.assert_close(b[k], a[k], atol=moved * 1e-3, rtol=1e-4)
     assert abs(args["dev_metrics"]["dev_loss"] - single.dev_metrics["dev_loss"]) < 1e-4
+    if negatives:  # the drawn negatives took part: without them the same run ends elsewhere
+        plain = DistillConfig(**{**data, "loss": {**data["loss"], "contrastive_negatives": 0}})
+        c = _weights(distill(plain, TRAIN, DEV, tmp_path / "plain", show_progress=False).student_dir)
+        assert max(float((c[k] - a[k]).abs().max()) for k in a) > moved * 1e-2
 
 
 def test_cli_distill_on_lafand(tiny_bert_dir, tmp_path):
@@ -421,3 +426,23 @@ def test_train_state_keeps_the_running_parts_across_a_resume():
     old = {k: v for k, v in TrainState(running=2.0, running_n=1).state_dict().items() if k != "running_parts"}
     resumed.load_state_dict(old)  # a checkpoint written before the parts were kept
     assert resumed.take_loss() == (2.0, {})
+
+
+def test_negative_bank_draws_outside_the_batch_alike_on_every_process_and_masks_repeats():
+    from clir_eval.distill.data import NegativeBank
+
+    english = ["a", "b", "c", "a", "d", "e", "f", "g", "h", "a"]
+    bank = NegativeBank([torch.full((3,), float(i)) for i in range(10)], english, size=5)
+    batch, local = np.array([0, 1, 2, 3]), np.array([0, 1])
+    negatives, mask = bank.draw(batch, local, seed=7, micro=3)
+    drawn = negatives[:, 0].long().tolist()
+    assert len(drawn) == 5 and not set(drawn) & set(batch.tolist())
+    # Row 0's English "a" is also pair 9's: where pair 9 was drawn, it is masked for row 0 only.
+    assert mask.tolist() == [[i == 9 for i in drawn], [False] * 5]
+    again, _ = bank.draw(batch, np.array([2, 3]), seed=7, micro=3)  # the other process's rows
+    assert torch.equal(again, negatives)
+    other, _ = bank.draw(batch, local, seed=7, micro=4)
+    assert not torch.equal(other, negatives)  # each micro-batch draws afresh
+    everything, _ = NegativeBank(list(negatives.new_zeros(10, 3)), english, size=50).draw(batch, local, 7, 0)
+    assert len(everything) == 6  # capped at the pairs outside the batch
+

@@ -1,4 +1,5 @@
-"""Bitext as the trainer reads it: tokenised once, cut into length-bucketed batches, teacher outputs cached.
+"""Bitext as the trainer reads it: tokenised once, cut into length-bucketed batches, teacher outputs cached,
+extra contrastive negatives drawn from the teacher's embeddings of the English sides.
 
 The data order is a pure function of ``(seed, epoch)`` (:func:`epoch_batches`), so a checkpoint only
 stores the micro-batch counter and a resumed run sees the same batches.
@@ -141,6 +142,34 @@ class TeacherCache:
         if self.tokens:
             out["token_embeddings"] = pad_rows(self.states, indices, target["input_ids"].shape[1])
         return out
+
+
+class NegativeBank:
+    """The frozen teacher's embeddings of every training pair's English side, drawn as extra InfoNCE negatives.
+
+    Each step draws ``size`` pairs outside the step's global batch, as a pure function of (seed, micro-batch), so
+    every process draws the same ones and a resumed run draws what the uninterrupted one did. A drawn sentence that
+    is a local row's own English again (bitext repeats sentences) is masked for that row: it is its translation,
+    not a negative.
+    """
+
+    def __init__(self, sentence: Sequence[Any], english: Sequence[str], size: int) -> None:
+        import torch
+
+        self.embeddings = torch.stack(list(sentence))
+        ids: dict[str, int] = {}
+        self.text_ids = np.array([ids.setdefault(text, len(ids)) for text in english], dtype=np.int64)
+        self.size = size
+
+    def draw(self, batch: np.ndarray, local: np.ndarray, seed: int, micro: int) -> tuple[Any, Any]:
+        """``(negatives (n, d), mask (len(local), n))`` for the micro-batch ``micro`` whose global rows are ``batch``."""
+        import torch
+
+        rng = np.random.default_rng([seed, micro, 1])  # a stream apart from epoch_batches' [seed, epoch]
+        pool = np.setdiff1d(np.arange(len(self.text_ids)), batch)
+        chosen = np.sort(rng.choice(pool, size=min(self.size, len(pool)), replace=False))
+        mask = self.text_ids[np.asarray(local)][:, None] == self.text_ids[chosen][None, :]
+        return self.embeddings[torch.from_numpy(chosen).to(self.embeddings.device)], torch.from_numpy(mask)
 
 
 class TrunkStates:

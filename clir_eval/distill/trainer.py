@@ -31,7 +31,14 @@ import numpy as np
 
 from clir_eval.collections.records import BitextPair
 from clir_eval.distill import checkpoints as ckpt
-from clir_eval.distill.data import TeacherCache, TokenizedBitext, bitext_sha256, epoch_batches, shared_trunk
+from clir_eval.distill.data import (
+    NegativeBank,
+    TeacherCache,
+    TokenizedBitext,
+    bitext_sha256,
+    epoch_batches,
+    shared_trunk,
+)
 from clir_eval.distill.losses import LOSS_METHODS, SINKHORN_UNCONVERGED, LossOptions, build_loss, encode_batch
 from clir_eval.distill.start import fit_projection, freeze, wants_projection
 
@@ -419,6 +426,12 @@ def distill(
     teacher_cache = (TeacherCache(teacher, train, needs.teacher_layer, needs.teacher_tokens)
                      if config.cache_teacher and passes > 1 else None)
     trunk = shared_trunk(student, train, config.freeze_layers) if _shares_trunk(config, student, needs) else None
+    bank = None
+    if needs.negatives:
+        embedded = teacher_cache if teacher_cache is not None else TeacherCache(teacher, train, None, tokens=False)
+        bank = NegativeBank(embedded.sentence, [pair.target for pair in train_pairs], needs.negatives)
+        logger.info("contrastive: %d more negatives per step, drawn from the %d English sides outside its batch",
+                    min(needs.negatives, len(train_pairs) - config.batch_size), len(train_pairs) - config.batch_size)
 
     params = [p for p in student.parameters() if p.requires_grad]
     n_trainable, n_total = sum(p.numel() for p in params), sum(p.numel() for p in student.parameters())
@@ -456,6 +469,8 @@ def distill(
             cached_epoch = epoch
         local = batches[index][rank * local_size : (rank + 1) * local_size]
         batch = train.batch(local)
+        if bank is not None:
+            batch.negatives, batch.negative_mask = bank.draw(batches[index], local, config.seed, state.micro)
         if trunk is not None:
             trunk.attach(batch.source, local)
             if batch.student_target is not None:

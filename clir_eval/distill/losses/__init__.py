@@ -66,7 +66,7 @@ def _ot(options: LossOptions) -> DistillLoss:
 
 
 def _contrastive(options: LossOptions) -> DistillLoss:
-    return ContrastiveLoss(temperature=options.contrastive_temperature)
+    return ContrastiveLoss(temperature=options.contrastive_temperature, negatives=options.contrastive_negatives)
 
 
 # Part name -> (builder, name of its weight option).

@@ -26,23 +26,31 @@ class DistillBatch:
             ``kd_english_through_student``).
         teacher_outputs: the teacher's outputs for ``target`` if already computed (e.g. cached);
             must hold the token states of the layer the loss needs.
+        negatives: teacher embeddings of other pairs' English sides, ``(n, d)``, that contrastive losses add to
+            the batch's own negatives (training only; see ``LossOptions.contrastive_negatives``).
+        negative_mask: ``(batch, n)``, True where negative j is the English of row i's own pair again (a
+            duplicate sentence elsewhere in the bitext), which must not count against it.
     """
 
     source: Features
     target: Features
     student_target: Features | None = None
     teacher_outputs: dict[str, torch.Tensor] | None = None
+    negatives: torch.Tensor | None = None
+    negative_mask: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
 class Needs:
     """What a loss needs computed: token-state layers, whether it reads the teacher's token states (not only
-    its sentence embeddings) and whether English goes through the student."""
+    its sentence embeddings), whether English goes through the student, and how many extra negatives it
+    takes per training step (``DistillBatch.negatives``)."""
 
     student_layer: int | None = None
     teacher_layer: int | None = None
     student_target: bool = False
     teacher_tokens: bool = False
+    negatives: int = 0
 
 
 @dataclass
@@ -52,6 +60,8 @@ class Encoded:
     student: dict[str, torch.Tensor]
     teacher: dict[str, torch.Tensor]
     student_target: dict[str, torch.Tensor] | None = None
+    negatives: torch.Tensor | None = None
+    negative_mask: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,8 @@ def encode_batch(student: nn.Module, teacher: nn.Module, batch: DistillBatch, ne
         if batch.student_target is None:
             raise ValueError("this loss needs batch.student_target (English through the student)")
         student_target = student(batch.student_target)
-    return Encoded(student=student_out, teacher=teacher_out, student_target=student_target)
+    return Encoded(student=student_out, teacher=teacher_out, student_target=student_target,
+                   negatives=batch.negatives, negative_mask=batch.negative_mask)
 
 
 def match_dimensions(student: nn.Module, teacher: nn.Module, seed: int = 0) -> bool:

@@ -40,6 +40,7 @@ class CombinedLoss(DistillLoss):
             teacher_layer=next((n.teacher_layer for n in needs if n.teacher_layer is not None), None),
             student_target=any(n.student_target for n in needs),
             teacher_tokens=any(n.teacher_tokens for n in needs),
+            negatives=max(n.negatives for n in needs),
         )
 
     def needs(self) -> Needs:

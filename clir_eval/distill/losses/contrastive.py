@@ -7,21 +7,29 @@ from typing import Any
 import torch
 from torch import nn
 
-from clir_eval.distill.losses.base import DistillLoss, Encoded, LossResult
+from clir_eval.distill.losses.base import DistillLoss, Encoded, LossResult, Needs
 from clir_eval.distill.losses.options import LossOptions
 
 
 def info_nce_from_embeddings(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
-                             offset: int = 0) -> torch.Tensor:
+                             offset: int = 0, negatives: torch.Tensor | None = None,
+                             negative_mask: torch.Tensor | None = None) -> torch.Tensor:
     """In-batch InfoNCE: foreign sentence i must pick its English translation among the batch.
 
     L = -1/b sum_i log softmax_j(cos(s_i, t_j) / T)_(i + offset) (van den Oord et al. 2018; Henderson et al.
     2017). ``teacher`` may hold more rows than ``student`` (the whole global batch under DDP); the
-    translation of student row i is teacher row ``i + offset``.
+    translation of student row i is teacher row ``i + offset``. ``negatives`` (``(n, d)``) are further
+    candidates every row must rank below its translation; ``negative_mask`` (``(b, n)``, True = leave out)
+    drops those that are row i's own English again.
     """
     s = nn.functional.normalize(student, dim=-1)
     t = nn.functional.normalize(teacher.to(student.dtype), dim=-1)
     logits = s @ t.T / temperature
+    if negatives is not None and len(negatives):
+        extra = s @ nn.functional.normalize(negatives.to(student.dtype), dim=-1).T / temperature
+        if negative_mask is not None:
+            extra = extra.masked_fill(negative_mask.to(extra.device), float("-inf"))
+        logits = torch.cat([logits, extra], dim=1)
     return nn.functional.cross_entropy(logits, torch.arange(len(s), device=s.device) + offset)
 
 
@@ -48,25 +56,40 @@ def gather_batch_negatives(teacher: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 class ContrastiveLoss(DistillLoss):
-    """In-batch InfoNCE between student(foreign) and teacher(English) embeddings.
+    """InfoNCE between student(foreign) and teacher(English) embeddings.
 
-    Under DDP the negatives are the whole global batch (teacher embeddings gathered from every
-    process), so a multi-process run trains like a one-process run on the same global batch.
+    The negatives are the batch's other English sentences; under DDP the whole global batch (teacher embeddings
+    gathered from every process), so a multi-process run trains like a one-process run on the same global batch.
+    With ``negatives > 0`` the trainer adds that many teacher embeddings of other pairs' English sides to every
+    training step (``DistillBatch.negatives``): the frozen teacher makes them a memory bank that never goes
+    stale (Wu et al. 2018; He et al. 2020 keep a queue because their targets move).
     """
 
     name = "contrastive"
     citation = "van den Oord, Li & Vinyals 2018, arXiv:1807.03748"
 
-    def __init__(self, temperature: float = 0.05) -> None:
+    def __init__(self, temperature: float = 0.05, negatives: int = 0) -> None:
         super().__init__()
-        self.temperature = LossOptions(contrastive_temperature=temperature).contrastive_temperature
+        options = LossOptions(contrastive_temperature=temperature, contrastive_negatives=negatives)
+        self.temperature = options.contrastive_temperature
+        self.negatives = options.contrastive_negatives
+
+    def needs(self) -> Needs:
+        return Needs(negatives=self.negatives)
 
     def compute(self, encoded: Encoded) -> LossResult:
         teacher = encoded.teacher["sentence_embedding"]
-        # Evaluation (``.eval()``) runs every process over the same dev batches: nothing to gather.
+        extra, extra_mask = None, None
+        if self.training:
+            if self.negatives and encoded.negatives is None:
+                raise ValueError(f"this loss takes {self.negatives} negatives per step: give batch.negatives")
+            extra, extra_mask = encoded.negatives, encoded.negative_mask
+        # Evaluation (``.eval()``) runs every process over the same dev batches, against the batch alone (dev
+        # accuracy and loss stay comparable between settings): nothing to gather, no extra negatives.
         negatives, offset = gather_batch_negatives(teacher) if self.training else (teacher, 0)
-        loss = info_nce_from_embeddings(encoded.student["sentence_embedding"], negatives, self.temperature, offset)
+        loss = info_nce_from_embeddings(encoded.student["sentence_embedding"], negatives, self.temperature, offset,
+                                        extra, extra_mask)
         return LossResult({self.name: loss})
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature}
+        return {"temperature": self.temperature, "negatives": self.negatives}

@@ -34,6 +34,10 @@ class LossOptions:
             sentence's mean-pooled embedding, max(<h_i, mean_j h_j>, 0) (plus a small floor), so that tokens
             the pooled embedding hardly reads carry little mass.
         contrastive_temperature: InfoNCE temperature.
+        contrastive_negatives: negatives added to the batch's own at each training step: the frozen teacher's
+            embeddings of the English sides of that many other training pairs, drawn at random (0: the batch's
+            negatives only). The teacher is frozen: its English sides are embedded once before training, and
+            each step then costs one small product more.
     """
 
     kd_weight: float = 1.0
@@ -51,6 +55,7 @@ class LossOptions:
     ot_marginals: str = "uniform"
     contrastive_weight: float = 1.0
     contrastive_temperature: float = 0.05
+    contrastive_negatives: int = 0
 
     def __post_init__(self) -> None:
         for name in ("kd_weight", "ot_weight", "contrastive_weight"):
@@ -74,6 +79,9 @@ class LossOptions:
             raise ValueError(f"ot_marginals must be one of {list(OT_MARGINALS)}, got {self.ot_marginals!r}")
         if not self.contrastive_temperature > 0:
             raise ValueError(f"contrastive_temperature must be > 0, got {self.contrastive_temperature}")
+        if isinstance(self.contrastive_negatives, bool) or not isinstance(self.contrastive_negatives, int) \
+                or self.contrastive_negatives < 0:
+            raise ValueError(f"contrastive_negatives must be an integer >= 0, got {self.contrastive_negatives!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LossOptions":
