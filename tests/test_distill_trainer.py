@@ -76,8 +76,11 @@ def test_deterministic_reloadable_and_frozen_embeddings(tiny_bert_dir, tiny_bert
     assert args["dev_metrics"] == first.dev_metrics
 
 
-def test_resume_after_interruption_gives_identical_weights(tiny_bert_dir, tmp_path):
-    config = _config(tiny_bert_dir, tiny_bert_dir, method="ot", max_steps=7, epochs=1, batch_size=16)
+@pytest.mark.parametrize(("method", "loss"), [("ot", {"ot_epsilon": 0.1}),
+                                             ("kd+contrastive", {"contrastive_negatives": 20})])
+def test_resume_after_interruption_gives_identical_weights(tiny_bert_dir, tmp_path, method, loss):
+    # With drawn negatives, the resumed steps must draw what the uninterrupted run drew.
+    config = _config(tiny_bert_dir, tiny_bert_dir, method=method, max_steps=7, epochs=1, batch_size=16, loss=loss)
     full = distill(config, TRAIN, DEV, tmp_path / "full", show_progress=False)  # 7 steps over 3 batches/epoch
 
     def crash(step: int) -> None:
@@ -93,8 +96,8 @@ def test_resume_after_interruption_gives_identical_weights(tiny_bert_dir, tmp_pa
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.history == full.history
     with pytest.raises(ValueError, match="different configuration"):
-        distill(_config(tiny_bert_dir, tiny_bert_dir, method="ot", max_steps=7, batch_size=16, lr=1e-4), TRAIN, DEV,
-                tmp_path / "cut", resume=True, show_progress=False)
+        distill(_config(tiny_bert_dir, tiny_bert_dir, method=method, max_steps=7, batch_size=16, lr=1e-4, loss=loss),
+                TRAIN, DEV, tmp_path / "cut", resume=True, show_progress=False)
 
 
 def test_epoch_batches_are_full_bucketed_and_seeded():
