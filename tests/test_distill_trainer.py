@@ -247,8 +247,9 @@ def test_projection_starts_from_the_least_squares_map(tiny_bert_dir, tiny_bert_d
         _config(tiny_bert_dir, tiny_bert_dir, projection="sometimes")
 
 
-@pytest.mark.parametrize("method", ["ot", "kd"])
-def test_teacher_runs_once_per_pair_over_several_epochs(tiny_bert_dir, tmp_path, monkeypatch, method):
+@pytest.fixture()
+def teacher_calls(monkeypatch) -> list[int]:
+    """The batch size of every frozen-teacher pass the trainer makes (``losses.base.teacher_outputs``), in order."""
     from clir_eval.distill.losses import base
 
     calls: list[int] = []
@@ -259,6 +260,12 @@ def test_teacher_runs_once_per_pair_over_several_epochs(tiny_bert_dir, tmp_path,
         return original(teacher, features, layer)
 
     monkeypatch.setattr(base, "teacher_outputs", counting)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["ot", "kd"])
+def test_teacher_runs_once_per_pair_over_several_epochs(tiny_bert_dir, tmp_path, teacher_calls, method):
+    calls = teacher_calls
     config = _config(tiny_bert_dir, tiny_bert_dir, method=method, max_steps=0, epochs=3, checkpoint_every=0,
                      eval_every=0, dropout=False)
     cached = distill(config, TRAIN, [], tmp_path / "cached", show_progress=False)
@@ -271,6 +278,13 @@ def test_teacher_runs_once_per_pair_over_several_epochs(tiny_bert_dir, tmp_path,
     assert max(float((a[k] - initial[k]).abs().max()) for k in a) > 1e-3
     for k in a:  # the same outputs, up to float rounding from other batch paddings
         torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)
+
+
+def test_drawn_negatives_and_the_loss_share_one_teacher_pass(tiny_bert_dir, tmp_path, teacher_calls):
+    config = _config(tiny_bert_dir, tiny_bert_dir, method="kd+contrastive", max_steps=0, epochs=1, batch_size=8,
+                     checkpoint_every=0, eval_every=0, loss={"contrastive_negatives": 16})
+    result = distill(config, TRAIN, [], tmp_path / "bank", show_progress=False)
+    assert result.steps == 6 and sum(teacher_calls) == len(TRAIN)  # one epoch: each English side once, bank and loss
 
 
 def test_frozen_layers_stay_bit_identical(tiny_bert_dir, tmp_path):

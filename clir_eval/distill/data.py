@@ -165,9 +165,11 @@ class NegativeBank:
         """``(negatives (n, d), mask (len(local), n))`` for the micro-batch ``micro`` whose global rows are ``batch``."""
         import torch
 
-        rng = np.random.default_rng([seed, micro, 1])  # a stream apart from epoch_batches' [seed, epoch]
-        pool = np.setdiff1d(np.arange(len(self.text_ids)), batch)
-        chosen = np.sort(rng.choice(pool, size=min(self.size, len(pool)), replace=False))
+        pool = np.setdiff1d(np.arange(len(self.text_ids)), batch)  # sorted
+        if self.size < len(pool):
+            rng = np.random.default_rng([seed, micro, 1])  # a stream apart from epoch_batches' [seed, epoch]
+            pool = np.sort(rng.choice(pool, size=self.size, replace=False))
+        chosen = pool
         mask = self.text_ids[np.asarray(local)][:, None] == self.text_ids[chosen][None, :]
         return self.embeddings[torch.from_numpy(chosen).to(self.embeddings.device)], torch.from_numpy(mask)
 

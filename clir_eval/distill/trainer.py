@@ -423,15 +423,17 @@ def distill(
     if total_steps < 1:
         raise ValueError(f"{per_epoch} batches per epoch is fewer than grad_accumulation={config.grad_accumulation}")
     passes = total_steps * config.grad_accumulation / per_epoch
+    # Drawn negatives embed every English side before training: that pass is the teacher cache, even in one epoch.
     teacher_cache = (TeacherCache(teacher, train, needs.teacher_layer, needs.teacher_tokens)
-                     if config.cache_teacher and passes > 1 else None)
+                     if config.cache_teacher and (passes > 1 or needs.negatives) else None)
     trunk = shared_trunk(student, train, config.freeze_layers) if _shares_trunk(config, student, needs) else None
     bank = None
     if needs.negatives:
         embedded = teacher_cache if teacher_cache is not None else TeacherCache(teacher, train, None, tokens=False)
         bank = NegativeBank(embedded.sentence, [pair.target for pair in train_pairs], needs.negatives)
+        outside = len(train_pairs) - config.batch_size
         logger.info("contrastive: %d more negatives per step, drawn from the %d English sides outside its batch",
-                    min(needs.negatives, len(train_pairs) - config.batch_size), len(train_pairs) - config.batch_size)
+                    min(needs.negatives, outside), outside)
 
     params = [p for p in student.parameters() if p.requires_grad]
     n_trainable, n_total = sum(p.numel() for p in params), sum(p.numel() for p in student.parameters())
