@@ -119,3 +119,21 @@ def test_the_fused_hybrid_equals_the_retrieval_systems_own(study, tmp_path):
     direct = run_system("hybrid", ntrex, "sw", "test", indexes=indexes,
                         out_path=tmp_path / "hybrid.run", hits=config.hits, tag="hybrid", options=options)
     assert direct.read_bytes() == (root / "out" / "runs" / "ntrex" / "sw" / "hybrid.run").read_bytes()
+
+
+def test_a_later_option_at_its_default_keeps_a_students_key():
+    """Options in KEYED_WHEN_SET enter a student's cache key only when set, so adding one keeps the students
+    already trained; set, it changes the key."""
+    from clir_eval.distill.losses import LossOptions
+    from clir_eval.distill.trainer import DistillConfig
+    from clir_eval.experiment.cache import stable_hash
+    from clir_eval.experiment.runner import KEYED_WHEN_SET, distill_key
+
+    defaults = LossOptions()
+    assert all(getattr(defaults, name) == value for name, value in KEYED_WHEN_SET.items())
+    plain = distill_key(DistillConfig(method="kd+contrastive", student="a"))
+    assert not set(KEYED_WHEN_SET) & set(plain["loss"])
+    assert set(plain["loss"]) | set(KEYED_WHEN_SET) == set(defaults.to_dict())
+    for name, default in KEYED_WHEN_SET.items():
+        changed = distill_key(DistillConfig(method="kd+contrastive", student="a", loss=LossOptions(**{name: not default})))
+        assert changed["loss"][name] == (not default) and stable_hash(changed) != stable_hash(plain)

@@ -31,10 +31,22 @@ logger = logging.getLogger(__name__)
 
 # Bump when a step's output changes for the same inputs (a fixed bug), so that caches rebuild.
 STEP_VERSION = 1
+# Loss options added after students were cached whose default trains as before: left out of a student's key while
+# at their default, so that adding an option does not discard every trained student. Changing such a default must
+# bump STEP_VERSION.
+KEYED_WHEN_SET = {"contrastive_english_through_student": False}
 MARGINS_FILE = "margins.tsv"
 MANIFEST = "manifest.json"
 RUNS_DIR = "runs"
 EVALUATION_STAMP = ".evaluation.json"
+
+
+def distill_key(config: Any) -> dict[str, Any]:
+    """A trainer config as it enters a student's cache key: every setting, less ``KEYED_WHEN_SET`` at its default."""
+    mapping = to_mapping(config)
+    mapping["loss"] = {name: value for name, value in mapping["loss"].items()
+                       if not (name in KEYED_WHEN_SET and value == KEYED_WHEN_SET[name])}
+    return mapping
 
 
 def steps_cache_root() -> Path:
@@ -226,7 +238,7 @@ class StudyRunner:
         train = self.spec_bitext(spec)
         dev = self.bitext(spec.bitext, spec.languages, "dev", self.config.dev_pairs)
         config = self.distill_config(spec, start)
-        inputs = {"version": STEP_VERSION, "distill": to_mapping(config), "train_sha256": pairs_sha256(train),
+        inputs = {"version": STEP_VERSION, "distill": distill_key(config), "train_sha256": pairs_sha256(train),
                   "dev_sha256": pairs_sha256(dev), "train_pairs": len(train), "dev_pairs": len(dev)}
         logger.info("student %s: %s on %d %s pairs (%d dev)", spec.name, spec.method, len(train),
                     "+".join(spec.languages), len(dev))

@@ -66,7 +66,8 @@ def _ot(options: LossOptions) -> DistillLoss:
 
 
 def _contrastive(options: LossOptions) -> DistillLoss:
-    return ContrastiveLoss(temperature=options.contrastive_temperature, negatives=options.contrastive_negatives)
+    return ContrastiveLoss(temperature=options.contrastive_temperature, negatives=options.contrastive_negatives,
+                           english_through_student=options.contrastive_english_through_student)
 
 
 # Part name -> (builder, name of its weight option).

@@ -62,20 +62,23 @@ class ContrastiveLoss(DistillLoss):
     gathered from every process), so a multi-process run trains like a one-process run on the same global batch.
     With ``negatives > 0`` the trainer adds that many teacher embeddings of other pairs' English sides to every
     training step (``DistillBatch.negatives``): the frozen teacher makes them a memory bank that never goes
-    stale (Wu et al. 2018; He et al. 2020 keep a queue because their targets move).
+    stale (Wu et al. 2018; He et al. 2020 keep a queue because their targets move). With
+    ``english_through_student`` the student's embedding of the English side ranks the same candidates too, and
+    the loss is the sum of the two terms.
     """
 
     name = "contrastive"
     citation = "van den Oord, Li & Vinyals 2018, arXiv:1807.03748"
 
-    def __init__(self, temperature: float = 0.05, negatives: int = 0) -> None:
+    def __init__(self, temperature: float = 0.05, negatives: int = 0, english_through_student: bool = False) -> None:
         super().__init__()
         options = LossOptions(contrastive_temperature=temperature, contrastive_negatives=negatives)
         self.temperature = options.contrastive_temperature
         self.negatives = options.contrastive_negatives
+        self.english_through_student = bool(english_through_student)
 
     def needs(self) -> Needs:
-        return Needs(negatives=self.negatives)
+        return Needs(negatives=self.negatives, student_target=self.english_through_student)
 
     def compute(self, encoded: Encoded) -> LossResult:
         teacher = encoded.teacher["sentence_embedding"]
@@ -87,9 +90,15 @@ class ContrastiveLoss(DistillLoss):
         # Evaluation (``.eval()``) runs every process over the same dev batches, against the batch alone (dev
         # accuracy and loss stay comparable between settings): nothing to gather, no extra negatives.
         negatives, offset = gather_batch_negatives(teacher) if self.training else (teacher, 0)
-        loss = info_nce_from_embeddings(encoded.student["sentence_embedding"], negatives, self.temperature, offset,
-                                        extra, extra_mask)
+        queries = [encoded.student["sentence_embedding"]]
+        if self.english_through_student:
+            if encoded.student_target is None:
+                raise ValueError("english_through_student needs the student's English (batch.student_target)")
+            queries.append(encoded.student_target["sentence_embedding"])
+        loss = sum(info_nce_from_embeddings(query, negatives, self.temperature, offset, extra, extra_mask)
+                   for query in queries)
         return LossResult({self.name: loss})
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "negatives": self.negatives}
+        return {"temperature": self.temperature, "negatives": self.negatives,
+                "english_through_student": self.english_through_student}

@@ -38,6 +38,10 @@ class LossOptions:
             embeddings of the English sides of that many other training pairs, drawn at random (0: the batch's
             negatives only). The teacher is frozen: its English sides are embedded once before training, and
             each step then costs one small product more.
+        contrastive_english_through_student: InfoNCE also ranks student(English) against the same candidates
+            as student(foreign), so the student learns the teacher's space on the English it is given too (the
+            contrastive counterpart of ``kd_english_through_student``; the English goes through the student once
+            when both are on).
     """
 
     kd_weight: float = 1.0
@@ -56,6 +60,7 @@ class LossOptions:
     contrastive_weight: float = 1.0
     contrastive_temperature: float = 0.05
     contrastive_negatives: int = 0
+    contrastive_english_through_student: bool = False
 
     def __post_init__(self) -> None:
         for name in ("kd_weight", "ot_weight", "contrastive_weight"):
