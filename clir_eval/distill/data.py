@@ -169,9 +169,8 @@ class NegativeBank:
         if self.size < len(pool):
             rng = np.random.default_rng([seed, micro, 1])  # a stream apart from epoch_batches' [seed, epoch]
             pool = np.sort(rng.choice(pool, size=self.size, replace=False))
-        chosen = pool
-        mask = self.text_ids[np.asarray(local)][:, None] == self.text_ids[chosen][None, :]
-        return self.embeddings[torch.from_numpy(chosen).to(self.embeddings.device)], torch.from_numpy(mask)
+        mask = self.text_ids[np.asarray(local)][:, None] == self.text_ids[pool][None, :]
+        return self.embeddings[torch.from_numpy(pool).to(self.embeddings.device)], torch.from_numpy(mask)
 
 
 class TrunkStates:

@@ -34,7 +34,7 @@ STEP_VERSION = 1
 # Loss options added after students were cached whose default trains as before: left out of a student's key while
 # at their default, so that adding an option does not discard every trained student. Changing such a default must
 # bump STEP_VERSION.
-KEYED_WHEN_SET = {"contrastive_english_through_student": False}
+KEYED_WHEN_SET = frozenset({"contrastive_english_through_student"})
 MARGINS_FILE = "margins.tsv"
 MANIFEST = "manifest.json"
 RUNS_DIR = "runs"
@@ -43,9 +43,12 @@ EVALUATION_STAMP = ".evaluation.json"
 
 def distill_key(config: Any) -> dict[str, Any]:
     """A trainer config as it enters a student's cache key: every setting, less ``KEYED_WHEN_SET`` at its default."""
+    from clir_eval.distill.losses import LossOptions
+
+    defaults = LossOptions().to_dict()
     mapping = to_mapping(config)
     mapping["loss"] = {name: value for name, value in mapping["loss"].items()
-                       if not (name in KEYED_WHEN_SET and value == KEYED_WHEN_SET[name])}
+                       if not (name in KEYED_WHEN_SET and value == defaults[name])}
     return mapping
 
 
