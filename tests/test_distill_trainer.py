@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -463,3 +464,58 @@ def test_negative_bank_draws_outside_the_batch_alike_on_every_process_and_masks_
     everything, _ = NegativeBank(list(negatives.new_zeros(10, 3)), english, size=50).draw(batch, local, 7, 0)
     assert len(everything) == 6  # capped at the pairs outside the batch
 
+
+
+@pytest.mark.parametrize("precision, native, warned", [("bf16", False, True), ("bf16", True, False),
+                                                       ("no", False, False)])
+def test_bf16_without_native_support_is_warned_before_training(tiny_bert_dir, tmp_path, caplog, monkeypatch,
+                                                                 precision, native, warned):
+    """bf16 autocast on a CPU that emulates it runs many times slower than float32; the trainer keeps the asked
+    precision (the cache key names it) and says so once, before the first step."""
+    import logging
+
+    import clir_eval.distill.trainer as trainer
+
+    monkeypatch.setattr(trainer, "slow_bf16", lambda device_type: not native)
+    config = _config(tiny_bert_dir, tiny_bert_dir, method="kd", max_steps=2, checkpoint_every=0, eval_every=0,
+                     mixed_precision=precision)
+    with caplog.at_level(logging.INFO, logger="clir_eval.distill.trainer"):
+        distill(config, TRAIN, DEV, tmp_path / "s", show_progress=False)
+    messages = [r.getMessage() for r in caplog.records]
+    slow = [i for i, m in enumerate(messages) if "without native bfloat16" in m]
+    assert len(slow) == (1 if warned else 0)
+    if warned:
+        first_step = next(i for i, m in enumerate(messages) if "parameters trainable" in m)
+        assert slow[0] < first_step
+
+
+def test_students_of_different_precisions_train_one_after_another_in_one_process(tiny_bert_dir, tmp_path):
+    """A study trains its students in one process: a float32 student after a bf16 one must train (accelerate's
+    state once refused a second precision) and in float32 (the same weights as the float32 student before it)."""
+    config = _config(tiny_bert_dir, tiny_bert_dir, method="kd", max_steps=2, checkpoint_every=0, eval_every=0)
+    distill(config, TRAIN, DEV, tmp_path / "fp32-a", show_progress=False)
+    bf16 = dataclasses.replace(config, mixed_precision="bf16")
+    distill(bf16, TRAIN, DEV, tmp_path / "bf16", show_progress=False)
+    distill(config, TRAIN, DEV, tmp_path / "fp32-b", show_progress=False)
+    first, half, again = (_weights(tmp_path / name) for name in ("fp32-a", "bf16", "fp32-b"))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], half[k]) for k in first)
+
+
+def test_the_bf16_probe_agrees_with_the_cpu_flags():
+    """On x86 Linux the CPU's own flags say what oneDNN can run: AVX-512 bf16 or AMX is native, AVX2 alone is not."""
+    import platform
+
+    from clir_eval.distill.precision import slow_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() != "x86_64" or not cpuinfo.exists():
+        pytest.skip("reads x86 Linux CPU flags")
+    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split())
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        assert slow_bf16("cpu") is False
+    elif "avx512f" not in flags:
+        assert slow_bf16("cpu") is True
+    else:
+        pytest.skip("AVX-512 without bf16: oneDNN's own choice")
+    assert slow_bf16("mps") is False  # no probe there: no warning rather than a guess

@@ -40,6 +40,7 @@ from clir_eval.distill.data import (
     shared_trunk,
 )
 from clir_eval.distill.losses import LOSS_METHODS, SINKHORN_UNCONVERGED, LossOptions, build_loss, encode_batch
+from clir_eval.distill.precision import slow_bf16
 from clir_eval.distill.start import fit_projection, freeze, wants_projection
 
 logger = logging.getLogger(__name__)
@@ -384,6 +385,7 @@ def distill(
     """
     import torch
     from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
     from transformers import get_linear_schedule_with_warmup
 
     from clir_eval.io import atomic_write
@@ -394,10 +396,17 @@ def distill(
     # Token states of an intermediate layer leave the layers above it without gradient under an
     # OT-only loss; DDP must then look for unused parameters.
     intermediate = config.loss.ot_student_layer is not None and config.method == "ot"
+    # AcceleratorState is a process-wide singleton that refuses a second mixed_precision, and a study trains its
+    # students one after another in one process: forget the last student's settings (the process group stays).
+    AcceleratorState._reset_state(reset_partial_state=False)
     # accelerate only sets up multi-process CPU (gloo) when told the run is on CPU.
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=intermediate)])
     rank, world = accelerator.process_index, accelerator.num_processes
+    if config.mixed_precision == "bf16" and slow_bf16(accelerator.device.type):
+        logger.warning("mixed_precision bf16 on a %s without native bfloat16: training will be many times slower "
+                       "than in float32 (18x measured on an AVX2 CPU); set mixed_precision: no on this machine",
+                       accelerator.device.type)
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world} processes")
     local_size = config.batch_size // world
