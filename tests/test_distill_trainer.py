@@ -465,7 +465,6 @@ def test_negative_bank_draws_outside_the_batch_alike_on_every_process_and_masks_
     assert len(everything) == 6  # capped at the pairs outside the batch
 
 
-
 @pytest.mark.parametrize("precision, native, warned", [("bf16", False, True), ("bf16", True, False),
                                                        ("no", False, False)])
 def test_bf16_without_native_support_is_warned_before_training(tiny_bert_dir, tmp_path, caplog, monkeypatch,
