@@ -38,6 +38,7 @@ systems: [teacher]
         ("students: [{name: a, method: optimal}]\n", r"students\[0\].*method must be one of"),
         ("students: [{name: a, method: kd, max_pairs: zero}]\n", r"students\[0\]\.max_pairs"),
         ("students: [{name: a, method: kd, min_margin: 5}]\n", r"students\[0\].*min_margin must be in \(0, 2\)"),
+        ("students: [{name: a, method: kd, english_pairs: -5}]\n", r"students\[0\].*english_pairs must be >= 0"),
         ("leakage: ignore\n", r"leakage: must be one of \['error', 'drop', 'allow'\]"),
         ("psq_bitext: [[lafand]]\n", r"psq_bitext\[0\]: expected a list of 2 items"),
         ("students: [{name: teacher, method: kd}]\n", r"clash with system names"),

@@ -121,6 +121,61 @@ def test_the_fused_hybrid_equals_the_retrieval_systems_own(study, tmp_path):
     assert direct.read_bytes() == (root / "out" / "runs" / "ntrex" / "sw" / "hybrid.run").read_bytes()
 
 
+def test_the_oracles_are_searched_once_for_languages_with_the_same_qids(study, tmp_path):
+    """The oracles read the human English topics: ha's oracle runs are sw's (same qids), not computed again,
+    and they are what searching ha on its own gives."""
+    from clir_eval.collections.registry import load_collection
+    from clir_eval.experiment.runner import StudyRunner
+    from clir_eval.retrieval.systems import IndexDirs, index_key, run_system
+
+    config, root, _ = study
+    two = replace(config, collections=(replace(config.collections[0], languages=("sw", "ha")),),
+                  output_dir=str(root / "out-two-languages"))
+    result = run_study(two, cache_root=root / "cache")
+    computed = {record.name for record in result.steps if not record.cached}
+    assert "runs/ntrex-ha-teacher" in computed and not any("oracle" in name for name in computed)
+    assert [record.name for record in result.steps].count("runs/ntrex-oracle-dense") == 2
+
+    ntrex = load_collection("ntrex")
+    options = StudyRunner(two, cache_root=root / "cache").system_options({})
+    indexes = IndexDirs.under(root / "cache" / "indexes" / index_key(ntrex))
+    runs = root / "out-two-languages" / "runs" / "ntrex"
+    for system in ("oracle-dense", "bm25-oracle"):
+        direct = run_system(system, ntrex, "ha", "test", indexes=indexes, out_path=tmp_path / f"{system}.run",
+                            hits=config.hits, tag=system, options=options)
+        assert direct.read_bytes() == (runs / "ha" / f"{system}.run").read_bytes()
+        assert (runs / "sw" / f"{system}.run").read_bytes() == direct.read_bytes()
+
+
+def test_english_pairs_are_english_sentences_outside_the_bitext_and_the_test_collections(tmp_path, tiny_bert_dir):
+    from clir_eval.collections.english import english_sides
+    from clir_eval.experiment.runner import StudyRunner
+
+    path = tmp_path / "study.yaml"
+    path.write_text(f"""
+name: english-pairs
+teacher: {tiny_bert_dir}
+collections: [{{name: ntrex, split: test, languages: [sw]}}]
+systems: [teacher]
+students:
+  - {{name: kd, method: kd, backbone: {tiny_bert_dir}, languages: [sw], max_pairs: 300, english_pairs: 500}}
+""", encoding="utf-8")
+    runner = StudyRunner(load_config(path), cache_root=tmp_path / "cache")
+    runner.load_collections()
+    pairs = runner.training_pairs(runner.config.students[0])
+    bitext, english = pairs[:300], [pair.source for pair in pairs[300:]]
+    assert all(pair.source_lang == "sw" for pair in bitext) and len(english) == 500 == len(set(english))
+    assert all(pair.source == pair.target and pair.source_lang == pair.target_lang == "en" for pair in pairs[300:])
+    assert set(english) <= set(english_sides(["lafand"]))  # English sides of the train splits
+    assert not set(english) & {pair.target for pair in bitext}  # new English, not the bitext's own again
+    ntrex = runner.collections["ntrex"]
+    test_english = {topic.text for topic in ntrex.topics("en", "test")}
+    assert not set(english) & test_english
+    # without english_pairs, the pairs are the bitext alone
+    plain = replace(runner.config.students[0], english_pairs=0)
+    assert runner.training_pairs(plain) == bitext
+
+
 def test_a_later_option_at_its_default_keeps_a_students_key():
     """Options in KEYED_WHEN_SET enter a student's cache key only when set, so adding one keeps the students
     already trained; set, it changes the key."""

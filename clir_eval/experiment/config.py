@@ -39,7 +39,9 @@ class StudentSpec:
     The student is trained on the union of ``languages`` (each from the first bitext source that
     has it) and evaluated on every query language of the study. ``min_margin`` drops training pairs whose
     ratio margin under the backbone is lower (:mod:`clir_eval.distill.filtering`); ``max_pairs`` then counts
-    the pairs kept.
+    the pairs kept. ``english_pairs`` adds that many English sentences of the bitext sources' train splits (none
+    of them a test topic or a sentence of a test document, and none an English side of the student's pairs) as
+    English -> English pairs: every term of the method then also fits the student's English to the teacher's.
     """
 
     name: str
@@ -49,11 +51,14 @@ class StudentSpec:
     languages: tuple[str, ...] = ("sw",)
     max_pairs: int | None = None
     min_margin: float | None = None
+    english_pairs: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.english_pairs < 0:
+            raise ValueError(f"english_pairs must be >= 0, got {self.english_pairs}")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise ValueError(f"max_pairs must be >= 1 or null, got {self.max_pairs}")
         if self.min_margin is not None:
@@ -89,8 +94,8 @@ class EvaluationSpec:
 class SweepSpec:
     """Students generated as the product of ``axes`` over ``base`` (a student without a name).
 
-    Axis names: ``method``, ``backbone``, ``max_pairs``, ``min_margin``, ``languages`` (a list of lists),
-    ``bitext``, and ``options.<key>[.<key>]`` for trainer options such as ``options.lr`` or
+    Axis names: ``method``, ``backbone``, ``max_pairs``, ``min_margin``, ``english_pairs``, ``languages`` (a list
+    of lists), ``bitext``, and ``options.<key>[.<key>]`` for trainer options such as ``options.lr`` or
     ``options.loss.ot_epsilon``.
     """
 
@@ -98,7 +103,7 @@ class SweepSpec:
     axes: dict[str, list[Any]]
 
     def __post_init__(self) -> None:
-        valid = {"method", "backbone", "max_pairs", "min_margin", "languages", "bitext"}
+        valid = {"method", "backbone", "max_pairs", "min_margin", "english_pairs", "languages", "bitext"}
         for axis, values in self.axes.items():
             if axis not in valid and not axis.startswith("options."):
                 raise ValueError(f"unknown sweep axis {axis!r}; valid: {sorted(valid)} or 'options.<key>'")
@@ -220,7 +225,8 @@ def start_key(spec: StudentSpec, teacher: str) -> str | None:
 
 
 def _axis_label(axis: str, value: Any) -> str:
-    short = {"method": "", "backbone": "", "max_pairs": "n", "min_margin": "m", "languages": "", "bitext": ""}
+    short = {"method": "", "backbone": "", "max_pairs": "n", "min_margin": "m", "english_pairs": "en",
+             "languages": "", "bitext": ""}
     text = "_".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     prefix = short.get(axis, axis.rsplit(".", 1)[-1])
     return f"{prefix}{text}".replace("/", "_").replace(":", "_").replace(" ", "").replace("+", "-")

@@ -22,10 +22,11 @@ from typing import Any
 
 from clir_eval.collections.records import BitextPair
 from clir_eval.experiment import provenance
-from clir_eval.experiment.cache import StepCache, StepRecord, stable_hash
+from clir_eval.experiment.cache import STAMP, StepCache, StepRecord, stable_hash
 from clir_eval.experiment.config import START_OPTIONS, ExperimentConfig, StudentSpec
 from clir_eval.experiment.schema import to_mapping
 from clir_eval.io import atomic_write, sha256_file
+from clir_eval.models.held import holding
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +206,23 @@ class StudyRunner:
         return self._english[key]
 
     def spec_bitext(self, spec: StudentSpec) -> list[BitextPair]:
-        """A student's training pairs: its budget, filtered when it sets ``min_margin``."""
+        """A student's bitext pairs: its budget, filtered when it sets ``min_margin``."""
         return self.bitext(spec.bitext, spec.languages, "train", spec.max_pairs, spec.min_margin, spec.backbone)
+
+    def training_pairs(self, spec: StudentSpec) -> list[BitextPair]:
+        """A student's training pairs: its bitext, then ``english_pairs`` English -> English pairs of English
+        sentences outside the test collections and outside the bitext's own English sides (fewer when the
+        sources hold fewer)."""
+        pairs = self.spec_bitext(spec)
+        if not spec.english_pairs:
+            return pairs
+        taken = {pair.target for pair in pairs}
+        pool = self.english_text(spec.bitext, spec.english_pairs + len(taken))
+        english = [text for text in pool if text not in taken][: spec.english_pairs]
+        if len(english) < spec.english_pairs:
+            logger.warning("student %s: english_pairs=%d but the sources hold %d more English sentences", spec.name,
+                           spec.english_pairs, len(english))
+        return pairs + [BitextPair(text, text, "en", "en", f"english-{i}") for i, text in enumerate(english)]
 
     def distill_config(self, spec: StudentSpec, start: Path | None = None) -> Any:
         """The trainer's config of a student; it trains from ``start`` (its saved untrained student) when given."""
@@ -238,13 +254,14 @@ class StudyRunner:
         """Distil one student (cached) from ``start`` (its untrained student, if it has one); returns its directory."""
         from clir_eval.distill.trainer import distill
 
-        train = self.spec_bitext(spec)
+        train = self.training_pairs(spec)
         dev = self.bitext(spec.bitext, spec.languages, "dev", self.config.dev_pairs)
         config = self.distill_config(spec, start)
         inputs = {"version": STEP_VERSION, "distill": distill_key(config), "train_sha256": pairs_sha256(train),
                   "dev_sha256": pairs_sha256(dev), "train_pairs": len(train), "dev_pairs": len(dev)}
-        logger.info("student %s: %s on %d %s pairs (%d dev)", spec.name, spec.method, len(train),
-                    "+".join(spec.languages), len(dev))
+        english = len(train) - len(self.spec_bitext(spec))
+        logger.info("student %s: %s on %d %s pairs%s (%d dev)", spec.name, spec.method, len(train) - english,
+                    "+".join(spec.languages), f" and {english} English -> English" if english else "", len(dev))
 
         def build(out: Path) -> None:
             distill(config, train, dev, out)
@@ -311,18 +328,52 @@ class StudyRunner:
             return self.fuse(collection, lang, system, [done[part] for part in parts], options.fusion)
 
         indexes = self.index_dirs(collection)
-        settings = to_mapping(options)
-        if spec != "hybrid":
-            settings.pop("fusion")  # only the hybrid reads it: a new hybrid component must not redo every run
-        inputs = {"version": STEP_VERSION, "spec": spec, "collection": collection.name, "lang": lang,
-                  "split": split, "hits": self.config.hits, "data": self.data_sha256(collection, lang, split),
-                  "options": settings, "tag": system}
+        name, inputs = self.run_step(collection, lang, split, system, spec, options)
         step = self.cache.run(
-            "runs", f"{collection.name}-{lang}-{system}", inputs,
+            "runs", name, inputs,
             lambda out: run_system(spec, collection, lang, split, indexes=indexes, out_path=out / "run.trec",
                                    hits=self.config.hits, tag=system, options=options),
         )
         return step / "run.trec"
+
+    def run_step(self, collection: Any, lang: str, split: str, system: str, spec: str,
+                 options: Any) -> tuple[str, dict[str, Any]]:
+        """``(step name, inputs)`` of a search's cached step (the fused hybrid has its own, :meth:`fuse`)."""
+        from clir_eval.retrieval.systems import parse_system
+
+        settings = to_mapping(options)
+        if spec != "hybrid":
+            settings.pop("fusion")  # only the hybrid reads it: a new hybrid component must not redo every run
+        common = {"version": STEP_VERSION, "spec": spec, "collection": collection.name, "split": split,
+                  "hits": self.config.hits, "options": settings, "tag": system}
+        if parse_system(spec).upper_bound and collection.oracle_lang:
+            # An oracle searches with the human English topics: a language adds only its qids, so languages
+            # with the same qids (every NTREX language) share one run instead of encoding the same English again.
+            paths = [collection.corpus_path, collection.topics_path(collection.oracle_lang, split),
+                     collection.qrels_path(split)]
+            qids = sorted(topic.qid for topic in collection.topics(lang, split))
+            data = stable_hash([*(self._sha256(Path(p)) for p in paths), qids], length=64)
+            return f"{collection.name}-{system}", {**common, "lang": None, "data": data}
+        data = self.data_sha256(collection, lang, split)
+        return f"{collection.name}-{lang}-{system}", {**common, "lang": lang, "data": data}
+
+    def pending_query_models(self, students: dict[str, Path], options: Any) -> list[str]:
+        """The query encoders of the dense runs this study still has to compute, in the order it runs them."""
+        from clir_eval.retrieval.systems import query_model
+
+        models: list[str] = []
+        for ref in self.config.collections:
+            collection = self.collections[ref.name]
+            for lang in ref.languages:
+                for system in self.config.all_systems:
+                    name, spec = self.system_spec(system, students)
+                    model = query_model(spec, options)
+                    if model is None or model in models:
+                        continue
+                    step = self.cache.path_for("runs", *self.run_step(collection, lang, ref.split, name, spec, options))
+                    if not (step / STAMP).is_file():
+                        models.append(model)
+        return models
 
     def fuse(self, collection: Any, lang: str, system: str, runs: list[Path], fusion: Any) -> Path:
         """The hybrid system from the study's own component runs (no second encoding of the queries): the
@@ -353,6 +404,27 @@ class StudyRunner:
         options = self.system_options(students)
 
         runs_root = self.output_dir / RUNS_DIR
+        # The query encoders stay loaded across languages (models.held): loaded once, and alive together from the
+        # first language on, which is what lets them share their common layers (models.trunk).
+        with holding(self.pending_query_models(students, options)):
+            entries = self._search_all(students, options, runs_root)
+
+        manifest = self._manifest(entries, created, students)
+        manifest_path = self.output_dir / MANIFEST
+        _write_json(manifest_path, manifest)
+        report_path, leaderboards, evaluation_cached = self.evaluate(manifest)
+
+        manifest["steps"] = [vars(record) for record in self.cache.records]
+        manifest["evaluation_cached"] = evaluation_cached
+        manifest["seconds"] = round(time.perf_counter() - started, 1)
+        manifest["peak_memory_mib"] = provenance.peak_memory_mib()
+        manifest["hardware"] = provenance.hardware()
+        _write_json(manifest_path, manifest)
+        return StudyResult(self.output_dir, manifest_path, report_path, leaderboards, list(self.cache.records),
+                           evaluation_cached, manifest["seconds"])
+
+    def _search_all(self, students: dict[str, Path], options: Any, runs_root: Path) -> list[dict[str, Any]]:
+        """Every run of the study, copied under ``runs_root``; returns their manifest entries."""
         entries = []
         for ref in self.config.collections:
             collection = self.collections[ref.name]
@@ -369,19 +441,7 @@ class StudyRunner:
                     _copy(cached_run, target)
                     entries.append(self._run_entry(target, collection, lang, ref.split, name, spec, qrels_copy))
 
-        manifest = self._manifest(entries, created, students)
-        manifest_path = self.output_dir / MANIFEST
-        _write_json(manifest_path, manifest)
-        report_path, leaderboards, evaluation_cached = self.evaluate(manifest)
-
-        manifest["steps"] = [vars(record) for record in self.cache.records]
-        manifest["evaluation_cached"] = evaluation_cached
-        manifest["seconds"] = round(time.perf_counter() - started, 1)
-        manifest["peak_memory_mib"] = provenance.peak_memory_mib()
-        manifest["hardware"] = provenance.hardware()
-        _write_json(manifest_path, manifest)
-        return StudyResult(self.output_dir, manifest_path, report_path, leaderboards, list(self.cache.records),
-                           evaluation_cached, manifest["seconds"])
+        return entries
 
     def _run_entry(self, path: Path, collection: Any, lang: str, split: str, name: str, spec: str,
                    qrels: Path) -> dict[str, Any]:

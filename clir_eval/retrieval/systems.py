@@ -286,6 +286,12 @@ def _bm25_hits(spec: SystemSpec, collection: "Collection", lang: str, topics: li
     return search_bm25(indexes.lucene, queries, k=hits, config=options.bm25)
 
 
+def query_model(spec: str | SystemSpec, options: SystemOptions = SystemOptions()) -> str | None:
+    """The model that encodes the queries of a dense system (name, directory or hub id); None for the others."""
+    spec = parse_system(spec)
+    return _dense_models(spec, options)[1] if spec.family == "dense" else None
+
+
 def _dense_models(spec: SystemSpec, options: SystemOptions) -> tuple[str, str]:
     """``(document encoder, query encoder)`` of a dense system."""
     if spec.kind in ("teacher", "oracle-dense"):
@@ -299,16 +305,17 @@ def _dense_models(spec: SystemSpec, options: SystemOptions) -> tuple[str, str]:
 
 def _dense_hits(spec: SystemSpec, collection: "Collection", topics: list[Topic], split: str, indexes: IndexDirs,
                 hits: int, options: SystemOptions) -> Hits:
+    from clir_eval.models.held import load_encoder
     from clir_eval.models.pyserini_adapters import DocumentEncoder, QueryEncoder
-    from clir_eval.models.sentence import SentenceEncoder
     from clir_eval.retrieval.dense import build_dense_index, encode_queries, search_dense
 
-    doc_model, query_model = _dense_models(spec, options)
-    query_encoder = QueryEncoder(SentenceEncoder.from_pretrained(query_model), batch_size=options.query_batch_size)
+    doc_model, query_name = _dense_models(spec, options)
+    # held by the study's runner (models.held) when it searches several languages, else loaded here
+    query_encoder = QueryEncoder(load_encoder(query_name), batch_size=options.query_batch_size)
     # The same model on both sides is loaded once; otherwise build_dense_index loads the document encoder
     # only if the index has to be (re)built.
     doc_encoder = (DocumentEncoder(query_encoder.model, batch_size=options.dense_index.batch_size)
-                   if doc_model == query_model else None)
+                   if doc_model == query_name else None)
     info = build_dense_index(collection.documents(), doc_model, indexes.dense_for(doc_model), options.dense_index,
                              encoder=doc_encoder, show_progress=options.show_progress)
     if spec.kind == "oracle-dense":
