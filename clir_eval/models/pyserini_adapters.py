@@ -11,11 +11,16 @@ from typing import Any
 
 import numpy as np
 
+from clir_eval.models.held import load_encoder
 from clir_eval.models.sentence import SentenceEncoder
 
 
 def _as_encoder(model: SentenceEncoder | str, device: str | None) -> SentenceEncoder:
-    return model if isinstance(model, SentenceEncoder) else SentenceEncoder.from_pretrained(model, device=device)
+    if isinstance(model, SentenceEncoder):
+        return model
+    if device is None:  # a study's runner may hold it loaded already (models.held)
+        return load_encoder(model)
+    return SentenceEncoder.from_pretrained(model, device=device)
 
 
 class QueryEncoder:

@@ -305,13 +305,11 @@ def _dense_models(spec: SystemSpec, options: SystemOptions) -> tuple[str, str]:
 
 def _dense_hits(spec: SystemSpec, collection: "Collection", topics: list[Topic], split: str, indexes: IndexDirs,
                 hits: int, options: SystemOptions) -> Hits:
-    from clir_eval.models.held import load_encoder
     from clir_eval.models.pyserini_adapters import DocumentEncoder, QueryEncoder
     from clir_eval.retrieval.dense import build_dense_index, encode_queries, search_dense
 
     doc_model, query_name = _dense_models(spec, options)
-    # held by the study's runner (models.held) when it searches several languages, else loaded here
-    query_encoder = QueryEncoder(load_encoder(query_name), batch_size=options.query_batch_size)
+    query_encoder = QueryEncoder(query_name, batch_size=options.query_batch_size)
     # The same model on both sides is loaded once; otherwise build_dense_index loads the document encoder
     # only if the index has to be (re)built.
     doc_encoder = (DocumentEncoder(query_encoder.model, batch_size=options.dense_index.batch_size)
