@@ -121,3 +121,17 @@ def test_cli_run_full_selects_the_full_config(monkeypatch, tmp_path):
     assert str(seen[0].output_dir) == str(tmp_path / "out")
     both = CliRunner().invoke(cli.app, ["run", "--full", "configs/default.yaml"])
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_a_student_taught_by_its_own_backbone_has_no_fitted_start(tmp_path):
+    # configs/self-teacher.yaml rests on this: with the backbone as teacher no map is fitted, so no `student-init`
+    # is generated and each student is tested against the untrained backbone itself (the `teacher` system).
+    config = load_config(Path(__file__).parents[1] / "configs" / "self-teacher.yaml")
+    assert config.teacher == "me5-small" and {s.backbone for s in config.all_students} == {"me5-small"}
+    assert config.starts == {} and not any(name.endswith("-init") for name in config.system_names)
+    assert config.evaluation.baselines[0] == "teacher"
+    # The same students under the MiniLM teacher get fitted starts, each a system of the study.
+    text = Path(__file__).parents[1].joinpath("configs", "self-teacher.yaml").read_text(encoding="utf-8")
+    mapped = load_config(_write(tmp_path, text.replace("teacher: me5-small", "teacher: minilm-l6")))
+    assert mapped.starts and sum(len(specs) for specs in mapped.starts.values()) == 4
+    assert all(f"student:{name}" in mapped.all_systems for name in mapped.starts)
