@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from clir_eval.io import InputFileError, atomic_directory, atomic_write, read_text_lines
+from clir_eval.io import InputFileError, atomic_directory, atomic_write, has_whitespace, read_text_lines
 
 
 def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
@@ -48,3 +48,12 @@ def test_non_utf8_names_file_and_line(tmp_path):
     bad.write_bytes(b"q1\tfine\nq2\t\xff\xfe bad\n")
     with pytest.raises(InputFileError, match=r"topics.tsv:2: not valid UTF-8"):
         list(read_text_lines(bad))
+
+
+def test_has_whitespace_agrees_with_str_isspace_on_every_code_point():
+    # Ids are checked with the regex for speed; it must refuse exactly what str.isspace refuses,
+    # non-breaking and line-separator spaces included.
+    disagree = [hex(c) for c in range(0x110000)
+                if not 0xD800 <= c <= 0xDFFF and has_whitespace(f"a{chr(c)}b") != chr(c).isspace()]
+    assert disagree == []
+    assert has_whitespace("doc\u00a01") and has_whitespace("doc\u2028") and not has_whitespace("doc-1")

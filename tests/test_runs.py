@@ -183,3 +183,16 @@ def test_failed_write_leaves_the_old_file_intact_and_no_temp_file(tmp_path):
         write_run(path, {"q1": {"a": 1.0, "b": 0.5}, "q2": {"bad doc": 1.0}}, tag="new")
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["run.txt"]
+
+
+def test_write_run_refuses_unicode_whitespace_in_ids_and_reads_back_a_namedtuple_hit(tmp_path):
+    from collections import namedtuple
+
+    with pytest.raises(ValueError, match="whitespace"):
+        write_run(tmp_path / "a.run", {"q": {"doc\u00a01": 1.0}}, tag="t")
+    # Pyserini-style hits (attributes), plain tuples and a mapping all give the same file.
+    Hit = namedtuple("Hit", ["score", "docid"])  # attributes win over tuple order
+    write_run(tmp_path / "b.run", {"q": [Hit(2.0, "a"), Hit(1.0, "b")]}, tag="t")
+    write_run(tmp_path / "c.run", {"q": [("a", 2.0), ("b", 1.0)]}, tag="t")
+    write_run(tmp_path / "d.run", {"q": {"b": 1.0, "a": 2.0}}, tag="t")
+    assert (tmp_path / "b.run").read_bytes() == (tmp_path / "c.run").read_bytes() == (tmp_path / "d.run").read_bytes()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from clir_eval.collections.records import BitextPair, Document, Qrel, Topic
-from clir_eval.io import InputFileError, read_text_lines
+from clir_eval.io import InputFileError, has_whitespace, read_text_lines
 
 # A TREC topic block's fields: the text after a tag runs until the next tag (or the end of the block).
 _TREC_NUM = re.compile(r"<num>\s*(?:Number:)?\s*(.*?)\s*(?=<|\n|$)", re.IGNORECASE)
@@ -237,7 +237,7 @@ def read_bitext(
 
 def _check_id(path: str | os.PathLike, number: int, what: str, value: str) -> None:
     """Ids go into whitespace-separated run and qrels files, so whitespace inside one cannot be written back."""
-    if any(ch.isspace() for ch in value):
+    if has_whitespace(value):
         raise InputFileError(path, number, f"{what} {value!r} contains whitespace (ids must be single tokens)")
 
 

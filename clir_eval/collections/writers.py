@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Iterable, Iterator
 
 from clir_eval.collections.records import BitextPair, Document, Qrel, Topic
-from clir_eval.io import atomic_write
+from clir_eval.io import atomic_write, has_whitespace
 
 
 @contextlib.contextmanager
@@ -53,7 +53,7 @@ def write_qrels(path: str | os.PathLike, qrels: Iterable[Qrel]) -> None:
     with open_text_output(path) as handle:
         for qrel in qrels:
             for value, what in ((qrel.qid, "qid"), (qrel.docid, "docid")):
-                if not value or any(ch.isspace() for ch in value):
+                if not value or has_whitespace(value):
                     raise ValueError(f"{what} {value!r} is empty or contains whitespace; TREC qrels cannot hold it")
             handle.write(f"{qrel.qid} 0 {qrel.docid} {int(qrel.relevance)}\n")
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from clir_eval.io import InputFileError, atomic_write, read_text_lines
+from clir_eval.io import InputFileError, atomic_write, has_whitespace, read_text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +58,15 @@ def _as_pairs(qid: str, hits: Hits) -> list[tuple[str, float]]:
     pairs: list[tuple[str, float]] = []
     seen: set[str] = set()
     for item in items:
-        if hasattr(item, "docid") and hasattr(item, "score"):
+        if type(item) is tuple:  # the common case, tested first: hasattr on a tuple raises inside
+            docid, score = item
+        elif hasattr(item, "docid") and hasattr(item, "score"):
             docid, score = item.docid, item.score
         else:
             docid, score = item
         if not isinstance(docid, str):
             raise TypeError(f"query {qid!r}: docid {docid!r} is {type(docid).__name__}, ids must be str")
-        if not docid or any(ch.isspace() for ch in docid):
+        if not docid or has_whitespace(docid):
             raise ValueError(f"query {qid!r}: docid {docid!r} is empty or contains whitespace")
         if docid in seen:
             raise ValueError(f"query {qid!r}: duplicate docid {docid!r}")
@@ -88,7 +90,7 @@ def format_score(score: float) -> str:
 
 def check_tag(tag: str) -> str:
     """``tag`` if it can be a run tag (the sixth column): a non-empty string without whitespace."""
-    if not isinstance(tag, str) or not tag or any(ch.isspace() for ch in tag):
+    if not isinstance(tag, str) or not tag or has_whitespace(tag):
         raise ValueError(f"run tag must be a non-empty string without whitespace, got {tag!r}")
     return tag
 
@@ -110,7 +112,7 @@ def write_run(path: str | os.PathLike, run: Mapping[str, Hits], tag: str, depth:
     for qid in run:
         if not isinstance(qid, str):
             raise TypeError(f"qid {qid!r} is {type(qid).__name__}, ids must be str")
-        if not qid or any(ch.isspace() for ch in qid):
+        if not qid or has_whitespace(qid):
             raise ValueError(f"qid {qid!r} is empty or contains whitespace")
     with atomic_write(path) as handle:
         for qid in sorted(run):
@@ -136,11 +138,16 @@ def read_run_file(path: str | os.PathLike) -> RunFile:
     run: Run = {}
     tag: str | None = None
     mixed_tags = False
+    # The loop is the cost of reading a run (a study reads every run at least twice): names are bound
+    # locally and a line's query dict is kept while its qid repeats, as it does in every run file.
+    isnan = math.isnan
+    qid_now: str | None = None
+    hits: dict[str, float] = {}
     for number, line in read_text_lines(path):
         fields = line.split()
-        if not fields:
-            continue
         if len(fields) != 6:
+            if not fields:
+                continue
             raise InputFileError(
                 path, number, f"expected 6 columns 'qid Q0 docid rank score tag', found {len(fields)}"
             )
@@ -149,19 +156,22 @@ def read_run_file(path: str | os.PathLike) -> RunFile:
             score = float(score_text)
         except ValueError:
             raise InputFileError(path, number, f"score {score_text!r} is not a number") from None
-        if math.isnan(score):
+        if isnan(score):
             raise InputFileError(path, number, "score is NaN")
-        hits = run.setdefault(qid, {})
+        if qid != qid_now:
+            hits = run.setdefault(qid, {})
+            qid_now = qid
         if docid in hits:
             raise InputFileError(path, number, f"duplicate document {docid!r} for query {qid!r}")
         hits[docid] = score
-        if tag is None:
-            tag = line_tag
-        elif line_tag != tag and not mixed_tags:
-            # trec_eval ignores the tag; a mixed file is legal but worth a warning (once, not per line).
-            logger.warning("%s:%d: run tag %r differs from the first line's %r; keeping %r",
-                           path, number, line_tag, tag, tag)
-            mixed_tags = True
+        if line_tag != tag:
+            if tag is None:
+                tag = line_tag
+            elif not mixed_tags:
+                # trec_eval ignores the tag; a mixed file is legal but worth a warning (once, not per line).
+                logger.warning("%s:%d: run tag %r differs from the first line's %r; keeping %r",
+                               path, number, line_tag, tag, tag)
+                mixed_tags = True
     if tag is None:
         raise InputFileError(path, None, "run file has no hits")
     return RunFile(run=run, tag=tag)

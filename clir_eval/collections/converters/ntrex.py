@@ -27,7 +27,7 @@ from clir_eval.collections.converters.common import (
 )
 from clir_eval.collections.records import Document, Qrel, Topic
 from clir_eval.collections.writers import open_text_output, write_corpus, write_qrels, write_topics
-from clir_eval.io import InputFileError, atomic_directory
+from clir_eval.io import InputFileError, atomic_directory, has_whitespace
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def convert(source: Path, dest_root: Path) -> dict[str, int]:
     n = len(doc_of_line)
     blocks: list[str] = []
     for number, docid in enumerate(doc_of_line, start=1):
-        if not docid or any(ch.isspace() for ch in docid):
+        if not docid or has_whitespace(docid):
             raise InputFileError(ids_file, number, f"bad document id {docid!r}")
         if not blocks or blocks[-1] != docid:
             if docid in blocks:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from clir_eval.collections.records import Topic
+from clir_eval.io import has_whitespace
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class TranslatedQuery:
         if self.terms is not None:
             terms = tuple((str(term), float(weight)) for term, weight in self.terms)
             for term, weight in terms:
-                if not term or any(ch.isspace() for ch in term):
+                if not term or has_whitespace(term):
                     raise ValueError(f"query {self.qid!r}: index term {term!r} is empty or contains whitespace")
                 if not math.isfinite(weight) or weight <= 0:
                     raise ValueError(f"query {self.qid!r}: term {term!r} has weight {weight}; weights must be > 0")
