@@ -43,13 +43,10 @@ def synthetic_run(queries: int, hits: int, seed: int = 0) -> dict[str, dict[str,
     return run
 
 
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return min(times)
+def seconds(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -80,8 +77,8 @@ def main() -> None:
         ):
             old_times, new_times = [], []
             for _ in range(args.repeats):  # alternate, so a load change hits both sides
-                old_times.append(best(old_fn, 1))
-                new_times.append(best(new_fn, 1))
+                old_times.append(seconds(old_fn))
+                new_times.append(seconds(new_fn))
             results[what] = (min(old_times), min(new_times))
 
     lines = args.queries * args.hits

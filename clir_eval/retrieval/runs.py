@@ -44,7 +44,7 @@ def sort_hits(hits: Mapping[str, float] | Iterable[tuple[str, float]]) -> list[t
     Returns:
         ``[(docid, score), ...]`` best first.
     """
-    pairs = list(hits.items()) if isinstance(hits, Mapping) else list(hits)
+    pairs = hits.items() if isinstance(hits, Mapping) else hits  # sorted() copies once; no list() first
     # Both keys descending, so one reverse sort on (score, docid) is exact; -0.0 == 0.0 ties, as in C.
     return sorted(pairs, key=lambda pair: (pair[1], pair[0]), reverse=True)
 
