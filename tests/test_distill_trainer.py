@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -20,16 +19,7 @@ from clir_eval.distill.trainer import DistillConfig, bitext_sha256, distill, epo
 from clir_eval.models.sentence import SentenceEncoder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_models import WORDS  # noqa: E402
-
-
-def _pairs(n: int, seed: int = 0) -> list[BitextPair]:
-    rng = random.Random(seed)
-    pairs = []
-    for i in range(n):
-        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 14))]
-        pairs.append(BitextPair(" ".join(reversed(words)), " ".join(words), "sw", "en", f"p{i}"))
-    return pairs
+from tiny_models import word_pairs as _pairs  # noqa: E402
 
 
 TRAIN, DEV = _pairs(48), _pairs(12, seed=1)
@@ -518,3 +508,21 @@ def test_the_bf16_probe_agrees_with_the_cpu_flags():
     else:
         pytest.skip("AVX-512 without bf16: oneDNN's own choice")
     assert slow_bf16("mps") is False  # no probe there: no warning rather than a guess
+
+
+def test_micro_batches_slice_each_global_batch_across_processes_and_epochs(tiny_bert_dir):
+    """Micro-batch m of every rank, side by side, is global batch m of ``epoch_batches`` in m's epoch, also across
+    an epoch boundary and when counters are asked out of order (as after a resume)."""
+    from clir_eval.distill.data import EpochSampler, MicroBatches, TokenizedBitext
+
+    model = SentenceEncoder.from_pretrained(str(tiny_bert_dir))
+    data = TokenizedBitext(TRAIN, model, model, 32, False)
+    per_epoch = len(TRAIN) // 8
+    ranks = [MicroBatches(data, EpochSampler(data.lengths, 8, 5, 2), rank=r, local_size=4) for r in range(2)]
+    for micro in [0, per_epoch + 1, 1, 2 * per_epoch - 1, per_epoch]:
+        epoch, index = divmod(micro, per_epoch)
+        expected = epoch_batches(data.lengths, 8, 5, epoch, 2)[index]
+        for r, micro_batches in enumerate(ranks):
+            want = data.batch(expected[r * 4 : (r + 1) * 4]).source["input_ids"]
+            assert torch.equal(micro_batches(micro).source["input_ids"], want)
+    assert epoch_batches(data.lengths, 8, 5, 0, 2)[0].tolist() != epoch_batches(data.lengths, 8, 5, 1, 2)[0].tolist()

@@ -14,6 +14,21 @@ WORDS = (
 ).split()
 
 
+
+def word_pairs(n: int, seed: int = 0) -> list:
+    """``n`` sw-en BitextPairs of WORDS, the "foreign" side the English words reversed (ids ``p0``, ``p1``, ...)."""
+    import random
+
+    from clir_eval.collections.records import BitextPair
+
+    rng = random.Random(seed)
+    pairs = []
+    for i in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 14))]
+        pairs.append(BitextPair(" ".join(reversed(words)), " ".join(words), "sw", "en", f"p{i}"))
+    return pairs
+
+
 def make_tiny_bert(path: str | Path, hidden_size: int = 32, num_layers: int = 2, seed: int = 0) -> Path:
     """Write a tiny BERT (WordPiece vocabulary over WORDS) loadable with AutoModel/AutoTokenizer."""
     import torch

@@ -1,14 +1,16 @@
 """Bitext as the trainer reads it: tokenised once, cut into length-bucketed batches, teacher outputs cached,
-extra contrastive negatives drawn from the teacher's embeddings of the English sides.
+extra contrastive negatives drawn from the teacher's embeddings of the English sides, the frozen trunk's states
+computed once; :class:`MicroBatches` puts a step's micro-batch together from these.
 
-The data order is a pure function of ``(seed, epoch)`` (:func:`epoch_batches`), so a checkpoint only
-stores the micro-batch counter and a resumed run sees the same batches.
+The data order is a pure function of ``(seed, epoch)`` (:func:`epoch_batches`, :class:`EpochSampler`), so a
+checkpoint only stores the micro-batch counter and a resumed run sees the same batches.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -40,6 +42,31 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, w
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class EpochSampler:
+    """The global micro-batches of an epoch (:func:`epoch_batches`), drawn again only when the epoch changes.
+
+    Like a torch ``DistributedSampler``, :meth:`set_epoch` picks the epoch; every process holds the same batches
+    and takes its own slice of each.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, window: int) -> None:
+        self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
+        self.epoch: int | None = None
+        self._batches: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        """Batches per epoch (the remainder of the pairs is dropped)."""
+        return len(self.lengths) // self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self._batches = epoch_batches(self.lengths, self.batch_size, self.seed, epoch, self.window)
+            self.epoch = epoch
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self._batches[index]
 
 
 def mark_prefix(encoded: dict[str, list], tokenizer: Any, prefix: str) -> None:
@@ -241,3 +268,37 @@ def shared_trunk(student: Any, data: TokenizedBitext, depth: int) -> TrunkStates
         _SHARED.clear()
         _SHARED[key] = TrunkStates(student, data, depth)
     return _SHARED[key]
+
+
+@dataclass
+class MicroBatches:
+    """The training micro-batches of one process, by micro-batch counter (what a checkpoint stores).
+
+    Micro-batch ``micro`` is this process's slice (``rank``, ``local_size`` rows) of global batch ``micro`` of the
+    sampler's epoch order, with what the run precomputed attached: drawn negatives, the frozen trunk's states and
+    the teacher's cached outputs.
+    """
+
+    data: TokenizedBitext
+    sampler: EpochSampler
+    rank: int = 0
+    local_size: int = 0
+    negatives: NegativeBank | None = None
+    trunk: TrunkStates | None = None
+    teacher_cache: TeacherCache | None = None
+
+    def __call__(self, micro: int) -> DistillBatch:
+        epoch, index = divmod(micro, len(self.sampler))
+        self.sampler.set_epoch(epoch)
+        rows = self.sampler[index]
+        local = rows[self.rank * self.local_size : (self.rank + 1) * self.local_size]
+        batch = self.data.batch(local)
+        if self.negatives is not None:
+            batch.negatives, batch.negative_mask = self.negatives.draw(rows, local, self.sampler.seed, micro)
+        if self.trunk is not None:
+            self.trunk.attach(batch.source, local)
+            if batch.student_target is not None:
+                self.trunk.attach(batch.student_target, local, target=True)
+        if self.teacher_cache is not None:
+            batch.teacher_outputs = self.teacher_cache.outputs(batch.target, [int(i) for i in local])
+        return batch

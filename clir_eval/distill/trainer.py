@@ -7,6 +7,8 @@ DDP under ``accelerate launch`` / ``torchrun``). Design points:
   each process takes a contiguous slice of the global micro-batch (``batch_size`` must divide
   by the number of processes), so a 2-process run follows the 1-process run;
 * batches come from :mod:`clir_eval.distill.data` (length-bucketed, a pure function of seed and epoch);
+* :func:`distill` sets the run up (accelerator, start, batches, optimizer) and hands it to ``_Training``, whose
+  methods are the loop's roles: one optimizer step, dev evaluation with early stopping, checkpoint, resume;
 * the student's start (frozen weights, initial map into the teacher's space) is
   :mod:`clir_eval.distill.start`; the teacher runs under ``no_grad``;
 * checkpoints (:mod:`clir_eval.distill.checkpoints`) are written atomically to
@@ -32,6 +34,8 @@ import numpy as np
 from clir_eval.collections.records import BitextPair
 from clir_eval.distill import checkpoints as ckpt
 from clir_eval.distill.data import (
+    EpochSampler,
+    MicroBatches,
     NegativeBank,
     TeacherCache,
     TokenizedBitext,
@@ -332,28 +336,232 @@ def _shares_trunk(config: DistillConfig, student: Any, needs: Any) -> bool:
     return has_trunk(student.backbone)
 
 
-def _resume(ckpt_dir: Path, world: int, rank: int, config: DistillConfig, train_pairs: Sequence[BitextPair],
-            unwrapped: Any, optimizer: Any, scheduler: Any, state: ckpt.TrainState) -> int:
-    """Load the newest checkpoint into the model, optimizer, scheduler and ``state``; returns its step (0: none)."""
-    import torch
+# ---- setup ------------------------------------------------------------------------------------------------
 
-    latest = ckpt.latest_checkpoint(ckpt_dir, world) if ckpt_dir.is_dir() else None
-    if latest is None:
-        logger.info("no checkpoint in %s: starting afresh", ckpt_dir)
-        return 0
-    saved = torch.load(latest, map_location="cpu", weights_only=False)
-    if saved["config"] != config.to_dict() or saved["data_sha256"] != bitext_sha256(train_pairs):
-        raise ValueError(f"{latest} was written by a different configuration or bitext; cannot resume")
-    missing = set(_trainable_state(unwrapped)) ^ set(saved["trainable"])
-    if missing:
-        raise ValueError(f"{latest}: trainable parameters differ: {sorted(missing)[:5]}")
-    unwrapped.load_state_dict(saved["trainable"], strict=False)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    state.load_state_dict(saved["state"])
-    ckpt.set_rng_state(torch.load(latest.with_name(f"{latest.stem}.rng{rank}.pt"), weights_only=False))
-    logger.info("resumed from %s (step %d)", latest, state.step)
-    return state.step
+
+def _accelerator(config: DistillConfig) -> Any:
+    """The ``accelerate.Accelerator`` of this student's run (this process's, under DDP)."""
+    import torch
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+
+    # Token states of an intermediate layer leave the layers above it without gradient under an
+    # OT-only loss; DDP must then look for unused parameters.
+    intermediate = config.loss.ot_student_layer is not None and config.method == "ot"
+    # AcceleratorState is a process-wide singleton that refuses a second mixed_precision, and a study trains its
+    # students one after another in one process: forget the last student's settings (the process group stays).
+    AcceleratorState._reset_state(reset_partial_state=False)
+    # accelerate only sets up multi-process CPU (gloo) when told the run is on CPU.
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=intermediate)])
+    if config.mixed_precision == "bf16" and slow_bf16(accelerator.device.type):
+        logger.warning("mixed_precision bf16 on a %s without native bfloat16: training will be many times slower "
+                       "than in float32 (18x measured on an AVX2 CPU); set mixed_precision: no on this machine",
+                       accelerator.device.type)
+    if config.batch_size % accelerator.num_processes:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {accelerator.num_processes} "
+                         "processes")
+    return accelerator
+
+
+def _total_steps(config: DistillConfig, n_pairs: int) -> int:
+    """Optimizer steps of the run: ``max_steps``, else ``epochs`` passes of whole batches."""
+    if n_pairs < config.batch_size:
+        raise ValueError(f"{n_pairs} training pairs is fewer than one batch ({config.batch_size})")
+    per_epoch = n_pairs // config.batch_size
+    total = config.max_steps or config.epochs * (per_epoch // config.grad_accumulation)
+    if total < 1:
+        raise ValueError(f"{per_epoch} batches per epoch is fewer than grad_accumulation={config.grad_accumulation}")
+    return total
+
+
+def _micro_batches(config: DistillConfig, student: Any, teacher: Any, train_pairs: Sequence[BitextPair],
+                   needs: Any, total_steps: int, rank: int, world: int) -> MicroBatches:
+    """Tokenise the training pairs once and precompute what every step would otherwise recompute: the teacher's
+    outputs when a pair is seen more than once, the frozen trunk's states, the bank of drawn negatives."""
+    train = TokenizedBitext(train_pairs, student, teacher, config.max_length, needs.student_target)
+    sampler = EpochSampler(train.lengths, config.batch_size, config.seed, config.bucket_window)
+    passes = total_steps * config.grad_accumulation / len(sampler)
+    # Drawn negatives embed every English side before training: that pass is the teacher cache, even in one epoch.
+    teacher_cache = (TeacherCache(teacher, train, needs.teacher_layer, needs.teacher_tokens)
+                     if config.cache_teacher and (passes > 1 or needs.negatives) else None)
+    trunk = shared_trunk(student, train, config.freeze_layers) if _shares_trunk(config, student, needs) else None
+    negatives = None
+    if needs.negatives:
+        embedded = teacher_cache if teacher_cache is not None else TeacherCache(teacher, train, None, tokens=False)
+        negatives = NegativeBank(embedded.sentence, [pair.target for pair in train_pairs], needs.negatives)
+        outside = len(train_pairs) - config.batch_size
+        logger.info("contrastive: %d more negatives per step, drawn from the %d English sides outside its batch",
+                    min(needs.negatives, outside), outside)
+    return MicroBatches(train, sampler, rank, config.batch_size // world, negatives, trunk, teacher_cache)
+
+
+def _optimizer(config: DistillConfig, student: Any, total_steps: int) -> tuple[list[Any], Any, Any]:
+    """The trainable parameters, their optimizer, and the linear warm-up-then-decay schedule."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.SGD
+    optimizer = optimizer_class(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
+    return params, optimizer, scheduler
+
+
+# ---- the loop ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Training:
+    """One student's training loop: what it steps (the prepared model, optimizer, schedule, batches) and what it
+    counts (:class:`~clir_eval.distill.checkpoints.TrainState`, the loss's diagnostics, time and pairs)."""
+
+    config: DistillConfig
+    accelerator: Any
+    model: Any  # prepared by accelerate: DDP-wrapped under several processes
+    teacher: Any
+    loss_fn: Any
+    needs: Any  # what the loss reads (loss_fn.needs())
+    batches: MicroBatches
+    dev: TokenizedBitext | None
+    params: list[Any]
+    optimizer: Any
+    scheduler: Any
+    total_steps: int
+    checkpoint_dir: Path
+    data_sha256: str
+    state: ckpt.TrainState = field(default_factory=ckpt.TrainState)
+    diagnostics: Counter[str] = field(default_factory=Counter)  # over this invocation's training and dev batches
+    seconds: float = 0.0
+    pairs_seen: int = 0
+    progress: Any = None
+    task: Any = None
+
+    @property
+    def unwrapped(self) -> Any:
+        return self.accelerator.unwrap_model(self.model)
+
+    def run(self, show_progress: bool, on_step: Callable[[int], None] | None) -> None:
+        """Step to ``total_steps`` (or an early stop), evaluating and checkpointing as configured."""
+        config, state = self.config, self.state
+        self.progress, self.task = _progress(config, show_progress and self.accelerator.is_main_process,
+                                             self.total_steps, state.step)
+        with self.progress:
+            while state.step < self.total_steps and not state.stopped_early:
+                self.step()
+                last = state.step == self.total_steps
+                if self.dev is not None and ((config.eval_every and state.step % config.eval_every == 0) or last):
+                    self.evaluate()
+                if (config.checkpoint_every and state.step % config.checkpoint_every == 0) or last \
+                        or state.stopped_early:
+                    self.checkpoint()
+                if on_step is not None:
+                    on_step(state.step)
+        if self.diagnostics[SINKHORN_UNCONVERGED]:
+            logger.warning("Sinkhorn hit ot_max_iter=%d before ot_tol in %d batches; the plans were used as they were",
+                           config.loss.ot_max_iter, self.diagnostics[SINKHORN_UNCONVERGED])
+        if state.stopped_early and state.best_state is not None:
+            self.unwrapped.load_state_dict(state.best_state, strict=False)
+
+    def step(self) -> None:
+        """One optimizer step over ``grad_accumulation`` micro-batches (gradients synchronised on the last)."""
+        config, state, accelerator = self.config, self.state, self.accelerator
+        started = time.perf_counter()
+        for k in range(config.grad_accumulation):
+            batch = self.batches(state.micro)
+            sync = contextlib.nullcontext() if k == config.grad_accumulation - 1 else accelerator.no_sync(self.model)
+            with sync:
+                with accelerator.autocast():
+                    result = self.loss_fn.compute(encode_batch(self.model, self.teacher, batch, self.needs))
+                    loss = result.total()
+                accelerator.backward(loss / config.grad_accumulation)
+            state.add_loss(float(loss.detach()), {name: float(p.detach()) for name, p in result.parts.items()})
+            self.diagnostics.update(result.diagnostics)
+            state.micro += 1
+        if config.max_grad_norm:
+            accelerator.clip_grad_norm_(self.params, config.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        self.seconds += time.perf_counter() - started
+        self.pairs_seen += config.batch_size * config.grad_accumulation
+        self.progress.update(self.task, completed=state.step, info=f"loss {state.running / state.running_n:.4f}")
+
+    def evaluate(self) -> None:
+        """Dev metrics into the history and the log, then the early-stopping bookkeeping."""
+        state = self.state
+        metrics, dev_diagnostics = _evaluate(self.unwrapped, self.teacher, self.loss_fn, self.dev,
+                                             self.config.batch_size)
+        self.diagnostics.update(dev_diagnostics)
+        train_loss, train_parts = state.take_loss()
+        # The parts stay out of the history: it is written to training_args.json, which studies' caches read.
+        state.history.append({"step": state.step, "train_loss": train_loss, **metrics})
+        self.progress.update(self.task, info=f"dev acc {metrics['dev_accuracy']:.3f} loss {metrics['dev_loss']:.4f}")
+        parts = ", ".join(f"{name} {value:.4f}" for name, value in train_parts.items())
+        logger.info("step %d: train loss %.4f%s, dev accuracy %.4f, dev loss %.4f", state.step, train_loss,
+                    f" ({parts})" if len(train_parts) > 1 else "", metrics["dev_accuracy"], metrics["dev_loss"])
+        self.track_best(metrics["dev_accuracy"])
+
+    def track_best(self, accuracy: float) -> None:
+        """Early stopping: keep the best weights (with ``patience``) and stop after ``patience`` worse evaluations."""
+        state, patience = self.state, self.config.patience
+        if accuracy > state.best_accuracy:
+            state.best_accuracy, state.bad_evals = accuracy, 0
+            state.best_state = _trainable_state(self.unwrapped) if patience else None
+            return
+        state.bad_evals += 1
+        if patience and state.bad_evals >= patience:
+            state.stopped_early = True
+            logger.info("early stop at step %d: no better dev accuracy in %d evaluations", state.step,
+                        state.bad_evals)
+
+    def checkpoint(self) -> None:
+        """Every process's RNG state, then (main process) weights, optimizer, schedule and state, atomically."""
+        state, accelerator, rank = self.state, self.accelerator, self.accelerator.process_index
+        ckpt.save_torch(ckpt.rng_state(), self.checkpoint_dir / f"step-{state.step:07d}.rng{rank}.pt")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            ckpt.save_torch({"config": self.config.to_dict(), "data_sha256": self.data_sha256,
+                             "trainable": _trainable_state(self.unwrapped), "optimizer": self.optimizer.state_dict(),
+                             "scheduler": self.scheduler.state_dict(), "state": state.state_dict()},
+                            self.checkpoint_dir / f"step-{state.step:07d}.pt")
+            ckpt.prune(self.checkpoint_dir, accelerator.num_processes)
+        accelerator.wait_for_everyone()
+
+    def resume(self) -> int:
+        """Continue from the newest checkpoint, if any; returns its step (0: a fresh start)."""
+        import torch
+
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        latest = ckpt.latest_checkpoint(self.checkpoint_dir, world) if self.checkpoint_dir.is_dir() else None
+        if latest is None:
+            logger.info("no checkpoint in %s: starting afresh", self.checkpoint_dir)
+            return 0
+        saved = torch.load(latest, map_location="cpu", weights_only=False)
+        if saved["config"] != self.config.to_dict() or saved["data_sha256"] != self.data_sha256:
+            raise ValueError(f"{latest} was written by a different configuration or bitext; cannot resume")
+        missing = set(_trainable_state(self.unwrapped)) ^ set(saved["trainable"])
+        if missing:
+            raise ValueError(f"{latest}: trainable parameters differ: {sorted(missing)[:5]}")
+        self.unwrapped.load_state_dict(saved["trainable"], strict=False)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.state.load_state_dict(saved["state"])
+        ckpt.set_rng_state(torch.load(latest.with_name(f"{latest.stem}.rng{rank}.pt"), weights_only=False))
+        logger.info("resumed from %s (step %d)", latest, self.state.step)
+        return self.state.step
+
+    def dev_metrics(self) -> dict[str, float]:
+        """The final dev metrics: the best evaluation's after an early stop (its weights were kept), else the last."""
+        history = self.state.history
+        if not history:
+            return {}
+        best = max(history, key=lambda h: h["dev_accuracy"]) if self.state.stopped_early else history[-1]
+        return {"dev_accuracy": best["dev_accuracy"], "dev_loss": best["dev_loss"]}
+
+
+# ---- the run ----------------------------------------------------------------------------------------------
 
 
 def distill(
@@ -384,35 +592,13 @@ def distill(
         A :class:`DistillResult`; ``SentenceEncoder.from_pretrained(out_dir)`` loads the student.
     """
     import torch
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-    from accelerate.state import AcceleratorState
-    from transformers import get_linear_schedule_with_warmup
 
-    from clir_eval.io import atomic_write
     from clir_eval.models.sentence import SentenceEncoder
 
     out_dir = Path(out_dir)
-    ckpt_dir = ckpt.checkpoint_dir(out_dir)
-    # Token states of an intermediate layer leave the layers above it without gradient under an
-    # OT-only loss; DDP must then look for unused parameters.
-    intermediate = config.loss.ot_student_layer is not None and config.method == "ot"
-    # AcceleratorState is a process-wide singleton that refuses a second mixed_precision, and a study trains its
-    # students one after another in one process: forget the last student's settings (the process group stays).
-    AcceleratorState._reset_state(reset_partial_state=False)
-    # accelerate only sets up multi-process CPU (gloo) when told the run is on CPU.
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available(),
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=intermediate)])
+    accelerator = _accelerator(config)
     rank, world = accelerator.process_index, accelerator.num_processes
-    if config.mixed_precision == "bf16" and slow_bf16(accelerator.device.type):
-        logger.warning("mixed_precision bf16 on a %s without native bfloat16: training will be many times slower "
-                       "than in float32 (18x measured on an AVX2 CPU); set mixed_precision: no on this machine",
-                       accelerator.device.type)
-    if config.batch_size % world:
-        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world} processes")
-    local_size = config.batch_size // world
-    if len(train_pairs) < config.batch_size:
-        raise ValueError(f"{len(train_pairs)} training pairs is fewer than one batch ({config.batch_size})")
-
+    total_steps = _total_steps(config, len(train_pairs))
     torch.manual_seed(config.seed + rank)
     random.seed(config.seed + rank)
     np.random.seed(config.seed + rank)
@@ -424,157 +610,56 @@ def distill(
     student.to(accelerator.device).train()
     loss_fn = build_loss(config.method, config.loss)
     needs = loss_fn.needs()
-
-    train = TokenizedBitext(train_pairs, student, teacher, config.max_length, needs.student_target)
+    batches = _micro_batches(config, student, teacher, train_pairs, needs, total_steps, rank, world)
     dev = TokenizedBitext(dev_pairs, student, teacher, config.max_length, needs.student_target) if dev_pairs else None
-    per_epoch = len(train_pairs) // config.batch_size
-    total_steps = config.max_steps or config.epochs * (per_epoch // config.grad_accumulation)
-    if total_steps < 1:
-        raise ValueError(f"{per_epoch} batches per epoch is fewer than grad_accumulation={config.grad_accumulation}")
-    passes = total_steps * config.grad_accumulation / per_epoch
-    # Drawn negatives embed every English side before training: that pass is the teacher cache, even in one epoch.
-    teacher_cache = (TeacherCache(teacher, train, needs.teacher_layer, needs.teacher_tokens)
-                     if config.cache_teacher and (passes > 1 or needs.negatives) else None)
-    trunk = shared_trunk(student, train, config.freeze_layers) if _shares_trunk(config, student, needs) else None
-    bank = None
-    if needs.negatives:
-        embedded = teacher_cache if teacher_cache is not None else TeacherCache(teacher, train, None, tokens=False)
-        bank = NegativeBank(embedded.sentence, [pair.target for pair in train_pairs], needs.negatives)
-        outside = len(train_pairs) - config.batch_size
-        logger.info("contrastive: %d more negatives per step, drawn from the %d English sides outside its batch",
-                    min(needs.negatives, outside), outside)
-
-    params = [p for p in student.parameters() if p.requires_grad]
+    params, optimizer, scheduler = _optimizer(config, student, total_steps)
     n_trainable, n_total = sum(p.numel() for p in params), sum(p.numel() for p in student.parameters())
     logger.info("student %s: %s of %s parameters trainable; teacher %s; %d steps of %d pairs on %d process(es)",
                 config.student, f"{n_trainable:,}", f"{n_total:,}", config.teacher, total_steps,
                 config.batch_size * config.grad_accumulation, world)
-    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.SGD
-    optimizer = optimizer_class(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps)
     # The scheduler is not prepared: accelerate would step it once per process.
     model, optimizer = accelerator.prepare(student, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
+    training = _Training(config=config, accelerator=accelerator, model=model, teacher=teacher, loss_fn=loss_fn,
+                         needs=needs, batches=batches, dev=dev, params=params, optimizer=optimizer, scheduler=scheduler,
+                         total_steps=total_steps, checkpoint_dir=ckpt.checkpoint_dir(out_dir),
+                         data_sha256=bitext_sha256(train_pairs))
+    resumed_from = training.resume() if resume else 0
+    training.run(show_progress, on_step)
+    _save(training, out_dir, _training_args(training, start_info, train_pairs, dev_pairs))
+    state = training.state
+    return DistillResult(
+        student_dir=out_dir, training_args=out_dir / TRAINING_ARGS, checkpoint_dir=training.checkpoint_dir,
+        steps=state.step, resumed_from=resumed_from, pairs_seen=training.pairs_seen, seconds=training.seconds,
+        pairs_per_second=training.pairs_seen / training.seconds if training.seconds else 0.0,
+        dev_metrics=training.dev_metrics(), history=tuple(state.history), stopped_early=state.stopped_early,
+    )
 
-    state = ckpt.TrainState()
-    resumed_from = _resume(ckpt_dir, world, rank, config, train_pairs, unwrapped, optimizer, scheduler, state) \
-        if resume else 0
 
-    def checkpoint() -> None:
-        ckpt.save_torch(ckpt.rng_state(), ckpt_dir / f"step-{state.step:07d}.rng{rank}.pt")
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            ckpt.save_torch({"config": config.to_dict(), "data_sha256": bitext_sha256(train_pairs),
-                             "trainable": _trainable_state(unwrapped), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "state": state.state_dict()},
-                            ckpt_dir / f"step-{state.step:07d}.pt")
-            ckpt.prune(ckpt_dir, world)
-        accelerator.wait_for_everyone()
-
-    def micro_batch() -> Any:
-        """The next micro-batch of this process (its slice of the global micro-batch)."""
-        nonlocal cached_epoch, batches
-        epoch, index = divmod(state.micro, per_epoch)
-        if epoch != cached_epoch:
-            batches = epoch_batches(train.lengths, config.batch_size, config.seed, epoch, config.bucket_window)
-            cached_epoch = epoch
-        local = batches[index][rank * local_size : (rank + 1) * local_size]
-        batch = train.batch(local)
-        if bank is not None:
-            batch.negatives, batch.negative_mask = bank.draw(batches[index], local, config.seed, state.micro)
-        if trunk is not None:
-            trunk.attach(batch.source, local)
-            if batch.student_target is not None:
-                trunk.attach(batch.student_target, local, target=True)
-        if teacher_cache is not None:
-            batch.teacher_outputs = teacher_cache.outputs(batch.target, [int(i) for i in local])
-        return batch
-
-    def evaluate() -> None:
-        metrics, dev_diagnostics = _evaluate(unwrapped, teacher, loss_fn, dev, config.batch_size)
-        diagnostics.update(dev_diagnostics)
-        train_loss, train_parts = state.take_loss()
-        # The parts stay out of the history: it is written to training_args.json, which studies' caches read.
-        state.history.append({"step": state.step, "train_loss": train_loss, **metrics})
-        progress.update(task, info=f"dev acc {metrics['dev_accuracy']:.3f} loss {metrics['dev_loss']:.4f}")
-        parts = ", ".join(f"{name} {value:.4f}" for name, value in train_parts.items())
-        logger.info("step %d: train loss %.4f%s, dev accuracy %.4f, dev loss %.4f", state.step, train_loss,
-                    f" ({parts})" if len(train_parts) > 1 else "", metrics["dev_accuracy"], metrics["dev_loss"])
-        if metrics["dev_accuracy"] > state.best_accuracy:
-            state.best_accuracy, state.bad_evals = metrics["dev_accuracy"], 0
-            state.best_state = _trainable_state(unwrapped) if config.patience else None
-            return
-        state.bad_evals += 1
-        if config.patience and state.bad_evals >= config.patience:
-            state.stopped_early = True
-            logger.info("early stop at step %d: no better dev accuracy in %d evaluations", state.step,
-                        state.bad_evals)
-
-    progress, task = _progress(config, show_progress and accelerator.is_main_process, total_steps, state.step)
-    cached_epoch, batches = -1, []
-    train_seconds, pairs_seen = 0.0, 0
-    diagnostics: Counter[str] = Counter()  # the loss's counts over this invocation (training and dev batches)
-    with progress:
-        while state.step < total_steps and not state.stopped_early:
-            started = time.perf_counter()
-            for k in range(config.grad_accumulation):
-                batch = micro_batch()
-                sync = contextlib.nullcontext() if k == config.grad_accumulation - 1 else accelerator.no_sync(model)
-                with sync:
-                    with accelerator.autocast():
-                        result = loss_fn.compute(encode_batch(model, teacher, batch, needs))
-                        loss = result.total()
-                    accelerator.backward(loss / config.grad_accumulation)
-                state.add_loss(float(loss.detach()), {name: float(p.detach()) for name, p in result.parts.items()})
-                diagnostics.update(result.diagnostics)
-                state.micro += 1
-            if config.max_grad_norm:
-                accelerator.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            train_seconds += time.perf_counter() - started
-            pairs_seen += config.batch_size * config.grad_accumulation
-            progress.update(task, completed=state.step, info=f"loss {state.running / state.running_n:.4f}")
-
-            last = state.step == total_steps
-            if dev is not None and ((config.eval_every and state.step % config.eval_every == 0) or last):
-                evaluate()
-            if (config.checkpoint_every and state.step % config.checkpoint_every == 0) or last or state.stopped_early:
-                checkpoint()
-            if on_step is not None:
-                on_step(state.step)
-
-    if diagnostics[SINKHORN_UNCONVERGED]:
-        logger.warning("Sinkhorn hit ot_max_iter=%d before ot_tol in %d batches; the plans were used as they were",
-                       config.loss.ot_max_iter, diagnostics[SINKHORN_UNCONVERGED])
-    if state.stopped_early and state.best_state is not None:
-        unwrapped.load_state_dict(state.best_state, strict=False)
-    dev_metrics: dict[str, float] = {}
-    if state.history:
-        best = max(state.history, key=lambda h: h["dev_accuracy"]) if state.stopped_early else state.history[-1]
-        dev_metrics = {"dev_accuracy": best["dev_accuracy"], "dev_loss": best["dev_loss"]}
-    args = {
+def _training_args(training: _Training, start_info: dict[str, float], train_pairs: Sequence[BitextPair],
+                   dev_pairs: Sequence[BitextPair]) -> dict[str, Any]:
+    """The saved student's ``training_args.json``: config, loss, start, data hashes, history, versions."""
+    config, state, loss_fn = training.config, training.state, training.loss_fn
+    return {
         "config": config.to_dict(),
         "loss": {"method": config.method, "class": type(loss_fn).__name__, **loss_fn.get_config_dict()},
         "start": start_info,
-        "data": {"train_pairs": len(train_pairs), "train_sha256": bitext_sha256(train_pairs),
+        "data": {"train_pairs": len(train_pairs), "train_sha256": training.data_sha256,
                  "dev_pairs": len(dev_pairs), "dev_sha256": bitext_sha256(dev_pairs),
                  "languages": sorted({f"{p.source_lang}-{p.target_lang}" for p in train_pairs})},
-        "steps": state.step, "processes": world, "dev_metrics": dev_metrics, "history": state.history,
-        "stopped_early": state.stopped_early, "versions": _versions(),
+        "steps": state.step, "processes": training.accelerator.num_processes, "dev_metrics": training.dev_metrics(),
+        "history": state.history, "stopped_early": state.stopped_early, "versions": _versions(),
     }
+
+
+def _save(training: _Training, out_dir: Path, args: dict[str, Any]) -> None:
+    """The main process writes the student and its ``training_args.json`` (each atomically)."""
+    from clir_eval.io import atomic_write
+
+    accelerator = training.accelerator
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        unwrapped.save(out_dir, extra={"training_args": TRAINING_ARGS, "method": config.method,
-                                       "teacher": config.teacher})
+        training.unwrapped.save(out_dir, extra={"training_args": TRAINING_ARGS, "method": training.config.method,
+                                                "teacher": training.config.teacher})
         with atomic_write(out_dir / TRAINING_ARGS) as handle:
             handle.write(json.dumps(args, indent=2, ensure_ascii=False) + "\n")
     accelerator.wait_for_everyone()
-    return DistillResult(
-        student_dir=out_dir, training_args=out_dir / TRAINING_ARGS, checkpoint_dir=ckpt_dir, steps=state.step,
-        resumed_from=resumed_from, pairs_seen=pairs_seen, seconds=train_seconds,
-        pairs_per_second=pairs_seen / train_seconds if train_seconds else 0.0, dev_metrics=dev_metrics,
-        history=tuple(state.history), stopped_early=state.stopped_early,
-    )
