@@ -622,8 +622,6 @@ def distill_command(
                                                            "collection: error | drop | allow (as in study configs)."),
 ) -> None:
     """Distil the teacher into a multilingual student query encoder from bitext."""
-    import json
-
     from rich.console import Console
 
     from clir_eval.collections.bitext import load_bitext
@@ -632,23 +630,10 @@ def distill_command(
     from clir_eval.io import check_output_path
     from clir_eval.models.registry import check_model_name
 
-    extra: dict = {}
-    for item in option or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            raise ValueError(f"--option {item!r}: {value!r} is not JSON (quote strings: {key}='\"text\"')") from None
-        if key.startswith("loss."):
-            extra.setdefault("loss", {})[key[5:]] = parsed
-        else:
-            extra[key] = parsed
     config = DistillConfig.from_dict({
         "method": method, "student": student, "teacher": teacher, "max_steps": steps, "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "seed": seed, "eval_every": eval_every,
-        "checkpoint_every": checkpoint_every, **extra,
+        "checkpoint_every": checkpoint_every, **_distill_options(option or []),
     })
     for option_name, model in (("--student", student), ("--teacher", teacher)):
         try:
@@ -680,23 +665,52 @@ def distill_command(
 
         torch.set_num_threads(threads)
     if min_margin:
-        from clir_eval.distill.filtering import filtered_sample
-        from clir_eval.models.sentence import SentenceEncoder
-
-        backbone = SentenceEncoder.from_pretrained(student)
-        scored = len(train)
-        train, _ = filtered_sample(train, None, min_margin, backbone.encode, seed=str(seed))
-        del backbone
-        if len(train) < config.batch_size:
-            raise ValueError(f"--min-margin {min_margin} kept {len(train)} of {scored} training pairs, fewer than one "
-                             f"batch (--batch-size {config.batch_size}); lower it or give more pairs")
-        Console(stderr=True).print(f"kept {len(train)} of {scored} training pairs (ratio margin >= {min_margin})",
-                                   highlight=False)
+        train = _margin_filtered(train, student, min_margin, seed, config.batch_size)
     result = distill(config, train, dev, out, resume=resume, english=english)
     console = Console()
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.dev_metrics.items())
     console.print(f"student saved to {result.student_dir} after {result.steps} steps "
                   f"({result.pairs_per_second:.1f} pairs/s); {metrics}", highlight=False, soft_wrap=True)
+
+
+def _distill_options(items: list[str]) -> dict:
+    """``--option KEY=JSON`` items as DistillConfig keys (``loss.NAME`` goes into the ``loss`` dict)."""
+    import json
+
+    extra: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"--option {item!r}: {value!r} is not JSON (quote strings: {key}='\"text\"')") from None
+        if key.startswith("loss."):
+            extra.setdefault("loss", {})[key[5:]] = parsed
+        else:
+            extra[key] = parsed
+    return extra
+
+
+def _margin_filtered(train: list, student: str, min_margin: float, seed: int, batch_size: int) -> list:
+    """The training pairs the student's backbone scores at a ratio margin of at least ``min_margin`` (dropped
+    pairs replaced from the rest, as in study configs); refuses fewer than one batch."""
+    from rich.console import Console
+
+    from clir_eval.distill.filtering import filtered_sample
+    from clir_eval.models.sentence import SentenceEncoder
+
+    backbone = SentenceEncoder.from_pretrained(student)
+    scored = len(train)
+    kept, _ = filtered_sample(train, None, min_margin, backbone.encode, seed=str(seed))
+    del backbone
+    if len(kept) < batch_size:
+        raise ValueError(f"--min-margin {min_margin} kept {len(kept)} of {scored} training pairs, fewer than one "
+                         f"batch (--batch-size {batch_size}); lower it or give more pairs")
+    Console(stderr=True).print(f"kept {len(kept)} of {scored} training pairs (ratio margin >= {min_margin})",
+                               highlight=False)
+    return kept
 
 
 def _english_for_start(bitext: str, config: object, leakage: str) -> list[str]:
