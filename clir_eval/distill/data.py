@@ -274,15 +274,15 @@ def shared_trunk(student: Any, data: TokenizedBitext, depth: int) -> TrunkStates
 class MicroBatches:
     """The training micro-batches of one process, by micro-batch counter (what a checkpoint stores).
 
-    Micro-batch ``micro`` is this process's slice (``rank``, ``local_size`` rows) of global batch ``micro`` of the
-    sampler's epoch order, with what the run precomputed attached: drawn negatives, the frozen trunk's states and
-    the teacher's cached outputs.
+    Micro-batch ``micro`` is this process's slice (rows ``rank * local_size`` to ``(rank + 1) * local_size``) of
+    global batch ``micro % len(sampler)`` of epoch ``micro // len(sampler)``, with what the run precomputed attached:
+    drawn negatives, the frozen trunk's states and the teacher's cached outputs.
     """
 
     data: TokenizedBitext
     sampler: EpochSampler
-    rank: int = 0
-    local_size: int = 0
+    rank: int
+    local_size: int
     negatives: NegativeBank | None = None
     trunk: TrunkStates | None = None
     teacher_cache: TeacherCache | None = None
