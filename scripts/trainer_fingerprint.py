@@ -1,9 +1,10 @@
 """Fingerprints of what the trainer trains: run before and after a change to ``clir_eval/distill/`` and diff.
 
-Six tiny-model runs that between them use every path of the loop (KD with the shared trunk and English through
-the student, KD + OT with checkpoints and dev evaluations, OT with early stopping, KD + contrastive with drawn
-negatives over two epochs, gradient accumulation, SGD with a fitted map). Each prints the SHA-256 of the saved
-weights, the steps, and the dev history. A refactor that changes no arithmetic prints the same lines.
+Seven tiny-model runs that between them use every path of the loop (KD with the shared trunk and English through
+the student, KD + OT with checkpoints and dev evaluations, KD + OT on an intermediate layer above a shared trunk,
+OT with early stopping, KD + contrastive with drawn negatives over two epochs, gradient accumulation, SGD with a
+fitted map). Each prints the SHA-256 of the saved weights, the steps, and the dev history. A refactor that changes
+no arithmetic prints the same lines.
 
     python scripts/trainer_fingerprint.py > before.txt   # on the old code
     python scripts/trainer_fingerprint.py > after.txt    # on the new code
@@ -30,6 +31,8 @@ CASES = {
                                          loss={"contrastive_negatives": 8, "contrastive_english_through_student": True,
                                                "kd_english_through_student": True}),
     "contrastive-accumulation": dict(method="contrastive", grad_accumulation=2, max_steps=3, freeze_layers=1),
+    "kd+ot-layer1-trunk": dict(method="kd+ot", freeze_layers=1, eval_every=3,
+                               loss={"ot_epsilon": 0.1, "ot_student_layer": 1, "ot_teacher_layer": 1}),
     "kd-sgd-fitted-map": dict(method="kd", optimizer="sgd", projection_fit_pairs=16, projection_fit_english=10),
 }
 

@@ -182,3 +182,27 @@ def test_eager_attention_shares_among_its_own_and_not_with_sdpa(base_dir):
     for name in models:
         assert shared[name].tobytes() == expected[name].tobytes(), name
     assert trunk.trunk_cache().stats.hits[2] > 0
+
+
+def test_a_resumed_call_leaves_later_full_calls_every_hidden_state(base_dir):
+    """A model's first call with hidden states wanted may be a resumed one (a student's first training step with its
+    frozen trunk shared): its hidden states start at the stored states, and every later full call still returns all
+    layers' states, equal to a fresh model's (transformers 5 installs its recording hooks at the first such call:
+    installed on the upper layers only, a full call returned 2 of 5 states too few here, and the dev evaluation of an
+    OT term on an intermediate layer crashed)."""
+    model = SentenceEncoder.from_pretrained(str(base_dir)).backbone.eval()
+    fresh = SentenceEncoder.from_pretrained(str(base_dir)).backbone.eval()
+    encoder = SentenceEncoder.from_pretrained(str(base_dir))
+    inputs = {k: v for k, v in encoder.tokenize(TEXTS[:4], "query").items()
+              if k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        want = fresh(**inputs, output_hidden_states=True, return_dict=True).hidden_states
+        states = trunk.states_at(model, 2, inputs)
+        resumed = trunk.resume(model, 2, states, inputs, output_hidden_states=True).hidden_states
+        full = model(**inputs, output_hidden_states=True, return_dict=True).hidden_states
+    assert len(want) == 5 and len(resumed) == 3 and len(full) == 5
+    assert torch.equal(resumed[0], states)
+    for got, expected in zip(resumed[1:], want[3:]):
+        torch.testing.assert_close(got, expected)
+    for got, expected in zip(full, want):
+        assert torch.equal(got, expected)

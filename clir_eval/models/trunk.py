@@ -305,9 +305,26 @@ class _Stored(nn.Module):
         return self.states
 
 
+def _install_output_hooks(backbone: nn.Module) -> None:
+    """Put transformers' hidden-state hooks on every layer before any is swapped out.
+
+    transformers 5 records ``hidden_states`` with forward hooks that it installs on the layers present at a
+    model's first call with hooks wanted, once. Installed during a resumed call, they would sit on the upper
+    layers only, and every later full forward would return ``depth`` hidden states too few (the dev evaluation
+    of a student whose OT term reads an intermediate layer crashed, or read the wrong layer). With a hook on
+    every layer, a resumed call still records ``states`` first: the first layer that runs adds its input.
+    """
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # older transformers collect hidden states in the encoder's loop, without hooks
+        return
+    maybe_install_capturing_hooks(backbone)
+
+
 @contextlib.contextmanager
 def _resumed_from(backbone: nn.Module, depth: int, states: torch.Tensor) -> Iterator[None]:
     """The backbone's own forward, starting at layer ``depth`` from ``states`` (modules swapped back after)."""
+    _install_output_hooks(backbone)
     encoder = backbone.encoder
     embeddings, layers = backbone.embeddings, encoder.layer
     backbone.embeddings = _Stored(states)
