@@ -421,7 +421,6 @@ class _Training:
     model: Any  # prepared by accelerate: DDP-wrapped under several processes
     teacher: Any
     loss_fn: Any
-    needs: Any  # what the loss reads (loss_fn.needs())
     batches: MicroBatches
     dev: TokenizedBitext | None
     params: list[Any]
@@ -436,6 +435,10 @@ class _Training:
     pairs_seen: int = 0
     progress: Any = None
     task: Any = None
+    needs: Any = field(init=False)  # what the loss reads, asked once
+
+    def __post_init__(self) -> None:
+        self.needs = self.loss_fn.needs()
 
     @property
     def unwrapped(self) -> Any:
@@ -620,7 +623,7 @@ def distill(
     # The scheduler is not prepared: accelerate would step it once per process.
     model, optimizer = accelerator.prepare(student, optimizer)
     training = _Training(config=config, accelerator=accelerator, model=model, teacher=teacher, loss_fn=loss_fn,
-                         needs=needs, batches=batches, dev=dev, params=params, optimizer=optimizer, scheduler=scheduler,
+                         batches=batches, dev=dev, params=params, optimizer=optimizer, scheduler=scheduler,
                          total_steps=total_steps, checkpoint_dir=ckpt.checkpoint_dir(out_dir),
                          data_sha256=bitext_sha256(train_pairs))
     resumed_from = training.resume() if resume else 0
