@@ -366,6 +366,48 @@ def test_frozen_layers_compute_the_same_states_at_every_step(tiny_bert_dir):
     assert not torch.equal(first[2], second[2])
 
 
+def _teacher_layer_calls(hidden_size: int) -> tuple[list[int], object]:
+    """Count forwards of transformer layers of width ``hidden_size`` (the teacher's; the student is wider)."""
+    calls: list[int] = []
+
+    def hook(module, args, output):
+        if type(module).__name__.endswith("Layer") and args and args[0].shape[-1] == hidden_size:
+            calls.append(1)
+
+    return calls, torch.nn.modules.module.register_module_forward_hook(hook)
+
+
+def test_the_next_student_reuses_the_teachers_states_and_trains_the_same_weights(tiny_bert_dir, tiny_bert_dir_48,
+                                                                                 tmp_path):
+    """A study trains its students one after another on the same batches: the second runs none of the teacher's
+    layers (its states come from the first), and its weights are those of a run that computes them afresh."""
+    from clir_eval.models import trunk
+
+    def run(name: str, method: str) -> dict[str, torch.Tensor]:
+        config = _config(tiny_bert_dir_48, tiny_bert_dir, method=method, checkpoint_every=0, epochs=1, max_steps=0)
+        return _weights(distill(config, TRAIN, DEV, tmp_path / name, show_progress=False).student_dir)
+
+    cache = trunk.trunk_cache()
+    limit = cache.max_bytes
+    try:
+        cache.resize(0)  # the teacher runs at every step
+        fresh = run("fresh", "kd+ot")
+        cache.resize(limit)
+        cache.clear()
+        calls, handle = _teacher_layer_calls(hidden_size=32)
+        try:
+            run("first", "kd")
+            first_calls = len(calls)
+            shared = run("second", "kd+ot")
+            second_calls = len(calls) - first_calls
+        finally:
+            handle.remove()
+    finally:
+        cache.resize(limit)
+    assert first_calls > 0 and second_calls == 0
+    assert fresh.keys() == shared.keys() and all(torch.equal(fresh[k], shared[k]) for k in fresh)
+
+
 @pytest.mark.parametrize("method, english", [("kd", True), ("kd+ot", False)])
 def test_a_shared_trunk_trains_the_same_weights(tiny_bert_dir, tiny_bert_dir_48, tmp_path, method, english):
     """Frozen lower layers run once (``share_trunk``): the weights equal a run that recomputes them at every step,

@@ -37,6 +37,7 @@ from clir_eval.distill.data import (
     EpochSampler,
     MicroBatches,
     NegativeBank,
+    SharedTeacher,
     TeacherCache,
     TokenizedBitext,
     bitext_sha256,
@@ -622,9 +623,10 @@ def distill(
                 config.batch_size * config.grad_accumulation, world)
     # The scheduler is not prepared: accelerate would step it once per process.
     model, optimizer = accelerator.prepare(student, optimizer)
-    training = _Training(config=config, accelerator=accelerator, model=model, teacher=teacher, loss_fn=loss_fn,
-                         batches=batches, dev=dev, params=params, optimizer=optimizer, scheduler=scheduler,
-                         total_steps=total_steps, checkpoint_dir=ckpt.checkpoint_dir(out_dir),
+    # The teacher's states of each batch are kept for the next student of this process (same batches, same states).
+    training = _Training(config=config, accelerator=accelerator, model=model, teacher=SharedTeacher(teacher),
+                         loss_fn=loss_fn, batches=batches, dev=dev, params=params, optimizer=optimizer,
+                         scheduler=scheduler, total_steps=total_steps, checkpoint_dir=ckpt.checkpoint_dir(out_dir),
                          data_sha256=bitext_sha256(train_pairs))
     resumed_from = training.resume() if resume else 0
     training.run(show_progress, on_step)

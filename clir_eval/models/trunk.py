@@ -24,7 +24,9 @@ E5) in eval mode share; anything else runs its plain forward.
 
 In training, :func:`states_at` and :func:`resume` do the same by hand: the trainer computes a student's frozen
 lower layers once over the training sentences (:class:`clir_eval.distill.data.TrunkStates`) and resumes the
-backbone from those states at every step.
+backbone from those states at every step. The frozen teacher's last states of each training batch go into this cache
+(:class:`clir_eval.distill.data.SharedTeacher`), so the next student trained on the same batches resumes the teacher
+at full depth.
 
 The cache holds at most ``$CLIR_EVAL_TRUNK_CACHE_MIB`` MiB (default 512; 0 turns sharing off), read
 when the cache is first used; :func:`trunk_cache` gives it for resizing or clearing. Not thread-safe:
