@@ -79,7 +79,14 @@ def test_index_has_pyserini_layout_and_reuses(flat_index, tiny_bert_dir, encoder
     index = faiss.read_index(str(path / "index"))
     assert index.ntotal == len(DOCS) and isinstance(index, faiss.IndexFlatIP)
     again = dense.build_dense_index(DOCS, str(tiny_bert_dir), path, encoder=encoders[0])
-    assert again.reused
+    assert again.reused and dense.read_index_meta(path) == flat_index.meta
+    # A record without a field it needs (another format) is no record: the index is rebuilt, not read by key.
+    record = json.loads((path / dense.META_FILE).read_text(encoding="utf-8"))
+    del record["corpus_sha256"]
+    (path / dense.META_FILE).write_text(json.dumps(record), encoding="utf-8")
+    assert dense.read_index_meta(path) is None
+    rebuilt = dense.build_dense_index(DOCS, str(tiny_bert_dir), path, encoder=encoders[0])
+    assert not rebuilt.reused and rebuilt.meta == flat_index.meta
     changed = dense.build_dense_index(DOCS[:-1], str(tiny_bert_dir), path, encoder=encoders[0])
     assert not changed.reused and changed.num_docs == len(DOCS) - 1
     dense.build_dense_index(DOCS, str(tiny_bert_dir), path, encoder=encoders[0])  # restore for the other tests
@@ -116,6 +123,8 @@ def test_shards_merge_to_the_unsharded_index(tmp_path, tiny_bert_dir, encoders, 
     with pytest.raises(FileNotFoundError):
         dense.merge_dense_shards(target, 4)
     merged = dense.merge_dense_shards(target, 3)
+    assert dense.read_index_meta(target) == merged.meta and merged.meta.merged_from_shards == 3
+    assert merged.meta.index == {"kind": "flat"} and merged.num_docs == len(DOCS)
     vectors, docids = dense.read_vectors(merged.path)
     reference, reference_ids = dense.read_vectors(flat_index.path)
     assert docids == reference_ids

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,20 +82,54 @@ class DenseIndexConfig:
 
 
 @dataclass(frozen=True)
+class DenseIndexMeta:
+    """``clir_eval_index.json``: the record of what built a dense index, read back to reuse the index when a build
+    asks for the same thing, to merge shards, and to check the queries' dimension."""
+
+    format: str
+    corpus_sha256: str
+    model: str
+    encoder: dict[str, Any]  # the model's EncoderConfig
+    model_sha256: str | None  # model_fingerprint(); None for a hub id
+    index: dict[str, Any]  # DenseIndexConfig.index_params(), and shard_id, shard_num, start, end for a shard
+    num_docs: int
+    dim: int
+    corpus_num_docs: int
+    merged_from_shards: int | None = None
+
+    @classmethod
+    def from_dict(cls, record: Any) -> DenseIndexMeta | None:
+        """The record of a parsed ``clir_eval_index.json``; None if it lacks a field (another format: rebuild)."""
+        if not isinstance(record, dict) or any(f.name not in record for f in fields(cls) if f.default is MISSING):
+            return None
+        return cls(**{f.name: record[f.name] for f in fields(cls) if f.name in record})
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        if self.merged_from_shards is None:
+            del record["merged_from_shards"]
+        return record
+
+    def matches(self, wanted: dict[str, Any]) -> bool:
+        """Whether this index was built as ``wanted`` asks (field name -> value)."""
+        return all(getattr(self, name) == value for name, value in wanted.items())
+
+
+@dataclass(frozen=True)
 class DenseIndexInfo:
     """An index directory and the record of what built it."""
 
     path: Path
-    meta: dict[str, Any]
+    meta: DenseIndexMeta
     reused: bool = False
 
     @property
     def num_docs(self) -> int:
-        return int(self.meta["num_docs"])
+        return self.meta.num_docs
 
     @property
     def dim(self) -> int:
-        return int(self.meta["dim"])
+        return self.meta.dim
 
 
 def shard_range(num_docs: int, shard_id: int, shard_num: int) -> tuple[int, int]:
@@ -131,13 +165,9 @@ def describe_model(model: str) -> dict[str, Any]:
     return {"model": spec.name, "encoder": spec.encoder.to_dict(), "model_sha256": model_fingerprint(spec.local_path())}
 
 
-def read_index_meta(index_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The ``clir_eval_index.json`` of a dense index, or None if absent or unreadable."""
-    return read_json_or_none(Path(index_dir) / META_FILE)
-
-
-def _matches(meta: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
-    return meta is not None and all(meta.get(key) == value for key, value in wanted.items())
+def read_index_meta(index_dir: str | os.PathLike) -> DenseIndexMeta | None:
+    """The record of what built a dense index, or None if it has none or an unreadable one."""
+    return DenseIndexMeta.from_dict(read_json_or_none(Path(index_dir) / META_FILE))
 
 
 def _new_faiss_index(dim: int, config: DenseIndexConfig) -> Any:
@@ -169,7 +199,7 @@ def faiss_threads(threads: int) -> Iterator[None]:
 
 
 def _write_index(
-    directory: Path, vectors: np.ndarray, docids: Sequence[str], config: DenseIndexConfig, meta: dict[str, Any]
+    directory: Path, vectors: np.ndarray, docids: Sequence[str], config: DenseIndexConfig, meta: DenseIndexMeta
 ) -> None:
     """Write ``index``, ``docid`` and the metadata into ``directory`` (a fresh temporary directory)."""
     import faiss
@@ -185,7 +215,7 @@ def _write_index(
     with atomic_write(directory / DOCID_FILE) as handle:
         handle.writelines(f"{docid}\n" for docid in docids)
     with atomic_write(directory / META_FILE) as handle:
-        json.dump(meta, handle, indent=2, sort_keys=True, ensure_ascii=False)
+        json.dump(meta.to_dict(), handle, indent=2, sort_keys=True, ensure_ascii=False)
         handle.write("\n")
 
 
@@ -234,8 +264,8 @@ def build_dense_index(
     wanted = {"format": DENSE_FORMAT, "corpus_sha256": corpus_sha, **described, "index": params}
     with build_lock(target):  # a second process waits for this build and then reuses it
         meta = read_index_meta(target)
-        if not force and _matches(meta, wanted):
-            logger.info("reusing dense index %s (%s, %d documents)", target, described["model"], meta["num_docs"])
+        if not force and meta is not None and meta.matches(wanted):
+            logger.info("reusing dense index %s (%s, %d documents)", target, meta.model, meta.num_docs)
             return DenseIndexInfo(target, meta, reused=True)
         if meta is not None:
             logger.info("rebuilding dense index %s: it was built from another model, corpus or setting", target)
@@ -247,10 +277,10 @@ def build_dense_index(
         vectors = encode_documents(part, encoder, show_progress=show_progress) if part else None
         if vectors is None:
             raise ValueError(f"shard {shard} of {len(docs)} documents is empty; use fewer shards")
-        meta = {**wanted, "num_docs": len(part), "dim": int(vectors.shape[1]), "corpus_num_docs": len(docs)}
+        meta = DenseIndexMeta(**wanted, num_docs=len(part), dim=int(vectors.shape[1]), corpus_num_docs=len(docs))
         with atomic_directory(target) as tmp:
             _write_index(tmp, vectors, [doc.docid for doc in part], replace(config, kind=params["kind"]), meta)
-        logger.info("built dense index %s (%s, %d documents, dim %d)", target, described["model"], len(part), meta["dim"])
+        logger.info("built dense index %s (%s, %d documents, dim %d)", target, meta.model, meta.num_docs, meta.dim)
         return DenseIndexInfo(target, meta)
 
 
@@ -287,19 +317,19 @@ def merge_dense_shards(
     shared = ("format", "corpus_sha256", "model", "encoder", "model_sha256", "corpus_num_docs", "dim")
     expected_start = 0
     for path, meta in metas:
-        for key in shared:
-            if meta.get(key) != first.get(key):
-                raise ValueError(f"{path}: {key} differs from shard 0 ({meta.get(key)!r} != {first.get(key)!r})")
-        if meta["index"].get("start") != expected_start:
-            raise ValueError(f"{path}: starts at document {meta['index'].get('start')}, expected {expected_start}")
-        expected_start = meta["index"]["end"]
-    if expected_start != first["corpus_num_docs"]:
-        raise ValueError(f"shards cover {expected_start} of {first['corpus_num_docs']} documents")
+        for name in shared:
+            if getattr(meta, name) != getattr(first, name):
+                raise ValueError(f"{path}: {name} differs from shard 0 ({getattr(meta, name)!r} != "
+                                 f"{getattr(first, name)!r})")
+        if meta.index.get("start") != expected_start:
+            raise ValueError(f"{path}: starts at document {meta.index.get('start')}, expected {expected_start}")
+        expected_start = meta.index["end"]
+    if expected_start != first.corpus_num_docs:
+        raise ValueError(f"shards cover {expected_start} of {first.corpus_num_docs} documents")
     parts = [read_vectors(path) for path, _ in metas]
     vectors = np.concatenate([v for v, _ in parts])
     docids = [d for _, ids in parts for d in ids]
-    meta = {key: first[key] for key in shared}
-    meta.update(index=config.index_params(), num_docs=len(docids), merged_from_shards=shard_num)
+    meta = replace(first, index=config.index_params(), num_docs=len(docids), merged_from_shards=shard_num)
     target = Path(index_dir)
     with atomic_directory(target) as tmp:
         _write_index(tmp, vectors, docids, config, meta)
@@ -342,10 +372,8 @@ def search_dense(
     if queries.ndim != 2 or queries.shape[0] != len(qids):
         raise ValueError(f"queries must be (len(qids)={len(qids)}, d), got shape {queries.shape}")
     meta = read_index_meta(index_dir)
-    if meta is not None and int(meta["dim"]) != queries.shape[1]:
-        raise ValueError(
-            f"{index_dir} holds {meta['dim']}-d vectors of {meta['model']}, queries are {queries.shape[1]}-d"
-        )
+    if meta is not None and meta.dim != queries.shape[1]:
+        raise ValueError(f"{index_dir} holds {meta.dim}-d vectors of {meta.model}, queries are {queries.shape[1]}-d")
     from clir_eval.jvm import ensure_jvm
 
     ensure_jvm()  # pyserini.search.faiss imports the Lucene searcher, which needs Java

@@ -323,7 +323,7 @@ def _dense_hits(spec: SystemSpec, collection: "Collection", topics: list[Topic],
             raise ValueError(f"no English (oracle) topic for {len(missing)} qid(s), e.g. {missing[:3]}")
         topics = [english[t.qid] for t in topics]
     vectors = encode_queries(topics, query_encoder)
-    ef_search = options.dense_index.hnsw_ef_search if info.meta["index"]["kind"] == "hnsw" else None
+    ef_search = options.dense_index.hnsw_ef_search if info.meta.index["kind"] == "hnsw" else None
     return search_dense(info.path, [t.qid for t in topics], vectors, k=hits, threads=options.search_threads,
                         ef_search=ef_search)
 
