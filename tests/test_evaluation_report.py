@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -94,6 +95,13 @@ def test_leaderboard_marks_best_and_significance_and_renders_every_format(tmp_pa
     data = json.loads(board.to_json())
     assert data["means"]["student"]["mrr"] == result.means["student"]["mrr"]
     assert data["marks"]["student"]["ndcg@10"] == ["a"] and data["baselines"] == {"bm25": "a"}
+    # The settings are data, and the legend is written from them.
+    assert data["significance"] == {"test": "t", "correction": "holm", "alpha": 0.05, "seed": 42, "n_resamples": 500,
+                                    "family_size": 6}
+    stricter = dataclasses.replace(board, significance=dataclasses.replace(board.significance, alpha=0.01,
+                                                                          correction="bonferroni"))
+    assert any("Bonferroni-corrected over the 6 tests of this table, alpha = 0.01" in line for line in stricter.legend)
+    assert "alpha = 0.01" in stricter.to_markdown() and "alpha = 0.05" not in stricter.to_markdown()
     paths = board.save(tmp_path / "board")
     assert sorted(p.suffix for p in paths) == [".csv", ".html", ".json", ".md", ".tex"]
     assert "<strong>" in (tmp_path / "board" / "leaderboard.html").read_text()

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clir_eval.evaluation.comparison import Comparison
+from clir_eval.evaluation.comparison import Comparison, CompareConfig
 from clir_eval.evaluation.evaluate import EvaluationResult
 from clir_eval.io import atomic_write
 
@@ -46,9 +46,14 @@ class Leaderboard:
         best: ``{metric: systems holding the best mean}`` (excluded systems never count).
         baselines: ``{baseline: letter}``.
         marks: ``{(system, metric): (Mark, ...)}``, only for significant differences after correction.
-        legend: one sentence per mark kind, plus the test settings.
         n_queries: ``{system: queries averaged}``.
+        significance: the tests' settings (test, correction, alpha, seed, resamples), None without tests.
+        family_size: the number of tests corrected together (every pair of this table).
+        excluded_from_best: systems never set in bold (oracles).
+        judged_queries_only: means over the queries in both run and qrels, not every judged query.
         decimals: digits shown in text formats (JSON and CSV keep full precision).
+
+    The legend is written from these settings when a format is rendered (:attr:`legend`).
     """
 
     title: str
@@ -58,9 +63,32 @@ class Leaderboard:
     best: Mapping[str, frozenset[str]]
     baselines: Mapping[str, str]
     marks: Mapping[tuple[str, str], tuple[Mark, ...]]
-    legend: tuple[str, ...]
     n_queries: Mapping[str, int]
+    significance: CompareConfig | None = None
+    family_size: int = 0
+    excluded_from_best: tuple[str, ...] = ()
+    judged_queries_only: bool = False
     decimals: int = 4
+
+    @property
+    def legend(self) -> tuple[str, ...]:
+        """One sentence per mark kind, the test settings, the bold rule and what the means average over."""
+        lines = []
+        config = self.significance
+        if config is not None:
+            lines += [f"{letter}: significantly better than {baseline} ({letter}); {letter}↓: significantly worse."
+                      for baseline, letter in self.baselines.items()]
+            test = _TEST_NAMES[config.test]
+            if config.test == "randomization":
+                test += f" ({config.n_resamples:,} resamples, seed {config.seed})"
+            lines.append(f"Two-sided {test}, {_CORRECTION_NAMES[config.correction]} over the {self.family_size} tests "
+                         f"of this table, alpha = {config.alpha:g}.")
+        lines.append("Bold: best value in the column" + (
+            f" (not counting {', '.join(self.excluded_from_best)})." if self.excluded_from_best else "."))
+        counts = sorted(set(self.n_queries.values()))
+        mode = "queries in both run and qrels" if self.judged_queries_only else "every judged query; missing = 0"
+        lines.append(f"Mean over {'/'.join(map(str, counts))} queries ({mode}).")
+        return tuple(lines)
 
     # ---- data ---------------------------------------------------------------------------------------
     def to_dataframe(self) -> "pandas.DataFrame":  # noqa: F821
@@ -86,6 +114,11 @@ class Leaderboard:
             "marks": {
                 s: {m: [mark.text() for mark in self.marks.get((s, m), ())] for m in self.metrics}
                 for s in self.systems
+            },
+            "significance": None if self.significance is None else {
+                "test": self.significance.test, "correction": self.significance.correction,
+                "alpha": self.significance.alpha, "seed": self.significance.seed,
+                "n_resamples": self.significance.n_resamples, "family_size": self.family_size,
             },
             "legend": list(self.legend),
         }
@@ -217,35 +250,14 @@ def build_leaderboard(
 
     baselines: dict[str, str] = {}
     marks: dict[tuple[str, str], list[Mark]] = {}
-    legend: list[str] = []
     if comparison is not None:
-        config = comparison.config
-        if len(config.baselines) > len(string.ascii_lowercase):
+        if len(comparison.config.baselines) > len(string.ascii_lowercase):
             raise ValueError("at most 26 baselines can be lettered")
-        baselines = {b: string.ascii_lowercase[i] for i, b in enumerate(config.baselines)}
+        baselines = {b: string.ascii_lowercase[i] for i, b in enumerate(comparison.config.baselines)}
         for pair in comparison.pairs:
             if not pair.significant or pair.system not in systems:
                 continue
             marks.setdefault((pair.system, pair.metric), []).append(Mark(baselines[pair.baseline], pair.direction))
-        test = _TEST_NAMES[config.test]
-        if config.test == "randomization":
-            test += f" ({config.n_resamples:,} resamples, seed {config.seed})"
-        correction = _CORRECTION_NAMES[config.correction]
-        family = len(comparison.pairs)
-        for baseline, letter in baselines.items():
-            legend.append(
-                f"{letter}: significantly better than {baseline} ({letter}); {letter}↓: significantly worse."
-            )
-        legend.append(
-            f"Two-sided {test}, {correction} over the {family} tests of this table, alpha = {config.alpha:g}."
-        )
-    legend.append("Bold: best value in the column" + (
-        f" (not counting {', '.join(exclude_from_best)})." if exclude_from_best else "."
-    ))
-    n = {s: result.num_queries[s] for s in systems}
-    counts = sorted(set(n.values()))
-    mode = "queries in both run and qrels" if result.judged_queries_only else "every judged query; missing = 0"
-    legend.append(f"Mean over {'/'.join(map(str, counts))} queries ({mode}).")
     return Leaderboard(
         title=title,
         systems=systems,
@@ -254,8 +266,11 @@ def build_leaderboard(
         best=best,
         baselines=baselines,
         marks={key: tuple(sorted(value, key=lambda mark: mark.letter)) for key, value in marks.items()},
-        legend=tuple(legend),
-        n_queries=n,
+        n_queries={s: result.num_queries[s] for s in systems},
+        significance=None if comparison is None else comparison.config,
+        family_size=0 if comparison is None else len(comparison.pairs),
+        excluded_from_best=tuple(exclude_from_best),
+        judged_queries_only=result.judged_queries_only,
         decimals=decimals,
     )
 
