@@ -311,7 +311,7 @@ def merge_dense_shards(
         path = shard_dir(index_dir, shard_id, shard_num)
         meta = read_index_meta(path)
         if meta is None:
-            raise FileNotFoundError(f"shard {shard_id} of {shard_num} is missing: no {path / META_FILE}")
+            raise FileNotFoundError(f"shard {shard_id} of {shard_num} is missing: no readable {path / META_FILE}")
         metas.append((path, meta))
     first = metas[0][1]
     shared = ("format", "corpus_sha256", "model", "encoder", "model_sha256", "corpus_num_docs", "dim")
