@@ -202,9 +202,8 @@ class SharedTeacher:
         cache = trunk_cache()
         if output_layer is not None or self.chain is None or not cache.enabled:
             return self.teacher(features, output_layer=output_layer)
+        inputs = self.teacher.model_inputs(features)
         device = self.teacher.device
-        inputs = {k: v.to(device) for k, v in features.items() if k in ("input_ids", "attention_mask",
-                                                                        "token_type_ids")}
         amp = (torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
         key = (f"{self.chain}:{amp}", batch_digest(inputs))
         states = cache.get(key)
@@ -285,9 +284,7 @@ def _trunk_rows(student: Any, tokenizer: Any, encoded: dict[str, list], depth: i
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
             batch = TokenizedBitext._pad(tokenizer, encoded, indices)
-            inputs = {k: v.to(student.device) for k, v in batch.items()
-                      if k in ("input_ids", "attention_mask", "token_type_ids")}
-            states = states_at(student.backbone, depth, inputs)
+            states = states_at(student.backbone, depth, student.model_inputs(batch))
             for row, i in enumerate(indices):
                 rows[i] = states[row, : lengths[i]].clone()
     return rows

@@ -105,8 +105,7 @@ def pooled_states(student: Any, texts: Sequence[str], max_length: int, batch_siz
             idx = order[start : start + batch_size]
             batch = student.tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded.keys()},
                                           pad_to_multiple_of=8, return_tensors="pt")
-            features = {k: v.to(student.device) for k, v in batch.items()
-                        if k in ("input_ids", "attention_mask", "token_type_ids")}
+            features = student.model_inputs(batch)
             states = student.backbone(**features, return_dict=True).last_hidden_state
             out[torch.as_tensor(idx)] = pool(states, features["attention_mask"], student.config.pooling).double().cpu()
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -163,7 +164,7 @@ class SentenceEncoder(nn.Module):
             ``token_embeddings`` (b, L, d), ``attention_mask`` (b, L), ``special_tokens_mask``
             (b, L) when given, and ``sentence_embedding`` (b, d), L2-normalised if configured.
         """
-        model_inputs = self._model_inputs(features)
+        model_inputs = self.model_inputs(features)
         trunk = features.get("trunk_states")
         if trunk is None:
             outputs = self.backbone(**model_inputs, output_hidden_states=output_layer is not None, return_dict=True)
@@ -188,7 +189,8 @@ class SentenceEncoder(nn.Module):
             result["special_tokens_mask"] = features["special_tokens_mask"].to(mask.device)
         return result
 
-    def _model_inputs(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def model_inputs(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The backbone's own inputs among tokenised ``features`` (ids, mask, token types), on this model's device."""
         device = self.device
         return {k: v.to(device) for k, v in features.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
@@ -235,7 +237,7 @@ class SentenceEncoder(nn.Module):
                     {k: [encoded[k][i] for i in idx] for k in encoded.keys()}, return_tensors="pt",
                     pad_to_multiple_of=8,
                 )
-                inputs = self._model_inputs(dict(batch))
+                inputs = self.model_inputs(dict(batch))
                 last = trunk.last_hidden_state(inputs)
                 if self.projection is not None:
                     last = self.projection(last)
