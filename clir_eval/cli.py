@@ -340,13 +340,15 @@ def compare_command(
     alpha: float = typer.Option(0.05, "--alpha", help="Family-wise significance level."),
     seed: int = typer.Option(42, "--seed", help="Seed of the randomization test and the bootstrap CIs."),
     n_resamples: int = typer.Option(10_000, "--resamples", help="Resamples for randomization test and bootstrap."),
+    family: str = typer.Option("table", "--family", help="What one correction covers: table (every test) | metric "
+                                                         "(each metric's tests on their own)."),
     title: str = typer.Option("", "--title", help="Leaderboard caption."),
     exclude_from_best: list[str] = typer.Option(None, "--not-best", help="Run never set in bold (e.g. an oracle)."),
     judged_queries_only: bool = typer.Option(False, "--judged-queries-only", help="As for evaluate."),
     out: Path = typer.Option(None, "--out", help="Directory for leaderboard.{md,tex,csv,json,html}, tests.csv, "
                                                  "per_query.csv and figures/ (default: print only)."),
 ) -> None:
-    """Significance-tested leaderboard: every run against each baseline, corrected over the table."""
+    """Significance-tested leaderboard: every run against each baseline, corrected over the table (or per metric)."""
     from rich.console import Console
     from rich.markdown import Markdown
 
@@ -359,7 +361,7 @@ def compare_command(
     if out is not None:
         check_output_path(out, directory=True)
     config = CompareConfig(baselines=tuple(baselines), test=test, correction=correction, alpha=alpha, seed=seed,
-                           n_resamples=n_resamples)
+                           n_resamples=n_resamples, family=family)
     qrels_dict, run_dicts = _eval_load(qrels, runs, names)
     result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only)
     comparison = compare_systems(result, config)
@@ -398,6 +400,7 @@ def report_command(
     correction: str = typer.Option(None, "--correction", help="holm | bonferroni | none (default: manifest, else holm)."),
     alpha: float = typer.Option(None, "--alpha", help="Significance level (default: manifest, else 0.05)."),
     seed: int = typer.Option(None, "--seed", help="Seed (default: manifest, else 42)."),
+    family: str = typer.Option(None, "--family", help="table | metric (default: manifest, else table)."),
     judged_queries_only: bool = typer.Option(False, "--judged-queries-only", help="As for evaluate."),
 ) -> None:
     """One self-contained HTML report: leaderboards, significance, gap analysis, plots, provenance."""
@@ -411,7 +414,7 @@ def report_command(
     assets = check_output_path(assets or results_dir / "report", directory=True)
     report = build_report(
         read_results(results_dir), metrics=_eval_metrics(metrics) if metrics else None, baselines=baselines or None,
-        oracle=oracle, test=test, correction=correction, alpha=alpha, seed=seed,
+        oracle=oracle, test=test, correction=correction, alpha=alpha, seed=seed, family=family,
         judged_queries_only=judged_queries_only,
     )
     path = write_report(report, out, assets=assets)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import pytrec_eval
 from typer.testing import CliRunner
@@ -104,6 +105,14 @@ def test_compare_writes_the_leaderboard_in_every_format(files):
            "--test", "randomization", "--resamples", "500", "--correction", "bonferroni", "--seed", "3",
            "--not-best", "oracle", "--out", out)
     assert (out / "tests.csv").read_text() == first  # same seed, same p-values
+    invoke("compare", "--qrels", tmp_path / "qrels.txt", *paths, "--baseline", "bm25", "-m", "ndcg@10,mrr",
+           "--test", "randomization", "--resamples", "500", "--correction", "bonferroni", "--seed", "3",
+           "--family", "metric", "--out", tmp_path / "per-metric")
+    board = json.loads((tmp_path / "per-metric" / "leaderboard.json").read_text())
+    assert board["significance"]["family"] == "metric" and board["significance"]["family_size"] == 2
+    assert any("Bonferroni-corrected within each metric (over its 2 tests)" in line for line in board["legend"])
+    tests = pd.read_csv(tmp_path / "per-metric" / "tests.csv")
+    assert (tests["p_adjusted"] == (tests["p_value"] * 2).clip(upper=1)).all()  # Bonferroni over 2, not 4
 
 
 def test_compare_rejects_unknown_options(files):
@@ -112,6 +121,8 @@ def test_compare_rejects_unknown_options(files):
     assert result.exit_code == 2 and "t, randomization" in result.output
     result = invoke("compare", "--qrels", tmp_path / "qrels.txt", *paths, "--baseline", "nope")
     assert result.exit_code == 2 and "not among the runs" in result.output
+    result = invoke("compare", "--qrels", tmp_path / "qrels.txt", *paths, "--baseline", "bm25", "--family", "query")
+    assert result.exit_code == 2 and "error: unknown family 'query'; valid families: table, metric" in result.output
 
 
 def test_report_command_writes_the_html(tmp_path):

@@ -97,11 +97,15 @@ def test_leaderboard_marks_best_and_significance_and_renders_every_format(tmp_pa
     assert data["marks"]["student"]["ndcg@10"] == ["a"] and data["baselines"] == {"bm25": "a"}
     # The settings are data, and the legend is written from them.
     assert data["significance"] == {"test": "t", "correction": "holm", "alpha": 0.05, "seed": 42, "n_resamples": 500,
-                                    "family_size": 6}
+                                    "family": "table", "family_size": 6}
     stricter = dataclasses.replace(board, significance=dataclasses.replace(board.significance, alpha=0.01,
                                                                           correction="bonferroni"))
     assert any("Bonferroni-corrected over the 6 tests of this table, alpha = 0.01" in line for line in stricter.legend)
     assert "alpha = 0.01" in stricter.to_markdown() and "alpha = 0.05" not in stricter.to_markdown()
+    per_metric = dataclasses.replace(board, significance=dataclasses.replace(board.significance, family="metric"),
+                                     family_size=2)
+    assert any("Holm-corrected within each metric (over its 2 tests), alpha = 0.05" in line
+               for line in per_metric.legend)
     paths = board.save(tmp_path / "board")
     assert sorted(p.suffix for p in paths) == [".csv", ".html", ".json", ".md", ".tex"]
     assert "<strong>" in (tmp_path / "board" / "leaderboard.html").read_text()

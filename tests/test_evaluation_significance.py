@@ -10,6 +10,7 @@ from scipy import stats
 
 from clir_eval.evaluation.comparison import CompareConfig, compare_systems
 from clir_eval.evaluation.evaluate import evaluate_runs
+from clir_eval.evaluation.leaderboard import build_leaderboard
 from clir_eval.evaluation.significance import (
     bootstrap_ci,
     bootstrap_cis,
@@ -182,10 +183,29 @@ def test_compare_randomization_is_reproducible_and_two_baselines_are_tested_once
     assert first.get("noise", "bm25", "mrr") is not None
 
 
+def test_a_metric_family_corrects_each_metrics_tests_on_their_own():
+    qrels, runs = three_runs(2)
+    result = evaluate_runs(qrels, runs, ["mrr", "ndcg@10", "recall@10"])
+    table = compare_systems(result, CompareConfig(baselines=("bm25", "noise"), test="t"))
+    per_metric = compare_systems(result, CompareConfig(baselines=("bm25", "noise"), test="t", family="metric"))
+    # The tests themselves do not change; only what each correction counts.
+    assert [p.p_value for p in per_metric.pairs] == [p.p_value for p in table.pairs]
+    assert table.family_size == 9 and per_metric.family_size == 3
+    for metric in result.metrics:
+        pairs = [p for p in per_metric.pairs if p.metric == metric]
+        np.testing.assert_allclose([p.p_adjusted for p in pairs], correct_p_values([p.p_value for p in pairs], "holm"))
+    # A smaller family can only lower a Holm-adjusted p, and here it lowers some.
+    adjusted = [(p.p_adjusted, q.p_adjusted) for p, q in zip(per_metric.pairs, table.pairs)]
+    assert all(small <= large for small, large in adjusted)
+    assert any(small < large for small, large in adjusted)
+    board = build_leaderboard(result, per_metric, title="toy")
+    assert board.family_size == 3 and any("within each metric (over its 3 tests)" in line for line in board.legend)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"baselines": ()}, "baseline"), ({"test": "z"}, "t, randomization"), ({"correction": "x"}, "holm"),
-     ({"alpha": 1.5}, "alpha"), ({"baselines": ("a", "a")}, "repeat")],
+     ({"alpha": 1.5}, "alpha"), ({"baselines": ("a", "a")}, "repeat"), ({"family": "query"}, "table, metric")],
 )
 def test_compare_config_is_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -44,6 +44,7 @@ systems: [teacher]
         ("students: [{name: teacher, method: kd}]\n", r"clash with system names"),
         ("sweep: {base: {}, axes: {size: [1, 2]}}\n", r"unknown sweep axis 'size'"),
         ("evaluation: {alpha: 2}\n", r"evaluation: alpha must be in \(0, 1\)"),
+        ("evaluation: {family: query}\n", r"evaluation\.family: must be one of \['table', 'metric'\]"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, extra, message):

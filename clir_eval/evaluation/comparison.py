@@ -1,4 +1,5 @@
-"""Compare systems with baselines: one table of tests over (baseline, system, metric), corrected together."""
+"""Compare systems with baselines: one table of tests over (baseline, system, metric), corrected together or
+metric by metric."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ from clir_eval.evaluation.significance import (
 
 logger = logging.getLogger(__name__)
 
+#: What the multiple-comparison correction counts as one family: every test of the table (the conservative
+#: default), or each metric's tests on their own (one claim per metric, as ranx's Tukey HSD scopes its family).
+FAMILIES = ("table", "metric")
+
 
 @dataclass(frozen=True)
 class CompareConfig:
@@ -32,6 +37,7 @@ class CompareConfig:
     seed: int = 42
     n_resamples: int = DEFAULT_RESAMPLES
     ci_level: float = 0.95
+    family: str = "table"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "baselines", tuple(self.baselines))
@@ -48,6 +54,8 @@ class CompareConfig:
             raise ValueError(f"n_resamples must be >= 1, got {self.n_resamples}")
         if not 0 < self.ci_level < 1:
             raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; valid families: {', '.join(FAMILIES)}")
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,16 @@ class Comparison:
                 return pair
         return None
 
+    @property
+    def family_size(self) -> int:
+        """The number of tests corrected together: the whole table, or the largest metric's share of it."""
+        if self.config.family == "table" or not self.pairs:
+            return len(self.pairs)
+        counts: dict[str, int] = {}
+        for pair in self.pairs:
+            counts[pair.metric] = counts.get(pair.metric, 0) + 1
+        return max(counts.values())
+
     def to_dataframe(self) -> "pandas.DataFrame":  # noqa: F821
         """One row per test, columns as the :class:`PairComparison` fields."""
         import dataclasses
@@ -105,13 +123,14 @@ class Comparison:
 
 
 def compare_systems(result: EvaluationResult, config: CompareConfig) -> Comparison:
-    """Test every system against every baseline on every metric; correct across the whole table.
+    """Test every system against every baseline on every metric; correct across the table or per metric.
 
     A pair of baselines is tested once (the later-listed baseline against the earlier one). Queries that
     are NaN for either run (only with ``judged_queries_only``) are dropped pairwise. The family for the
-    correction is every (baseline, system, metric) test in the table. Confidence intervals of the mean
-    difference are percentile bootstraps seeded with ``config.seed`` (the same query resamples for every
-    pair over the same queries); randomization tests get a seed derived from ``config.seed`` and the pair.
+    correction is every (baseline, system, metric) test in the table, or with ``config.family == "metric"``
+    each metric's tests. Confidence intervals of the mean difference are percentile bootstraps seeded with
+    ``config.seed`` (the same query resamples for every pair over the same queries); randomization tests get
+    a seed derived from ``config.seed`` and the pair.
     """
     missing = [b for b in config.baselines if b not in result.per_query]
     if missing:
@@ -157,17 +176,32 @@ def compare_systems(result: EvaluationResult, config: CompareConfig) -> Comparis
                     )
                 )
     cis = _difference_cis(differences, config)
-    adjusted = correct_p_values([row["p_value"] for row in raw], config.correction) if raw else np.zeros(0)
+    adjusted = _adjusted_p_values(raw, config)
     pairs = tuple(
         PairComparison(**row, ci_low=ci.low, ci_high=ci.high, p_adjusted=float(adj),
                        significant=bool(adj <= config.alpha))
         for row, ci, adj in zip(raw, cis, adjusted)
     )
     logger.info(
-        "%d tests (%s, %s correction): %d significant at alpha=%g",
-        len(pairs), config.test, config.correction, sum(p.significant for p in pairs), config.alpha,
+        "%d tests (%s, %s correction per %s): %d significant at alpha=%g",
+        len(pairs), config.test, config.correction, config.family, sum(p.significant for p in pairs), config.alpha,
     )
     return Comparison(config=config, pairs=pairs)
+
+
+def _adjusted_p_values(raw: list[dict], config: CompareConfig) -> np.ndarray:
+    """The corrected p-value of every test, in order: over the whole table, or within each metric."""
+    adjusted = np.zeros(len(raw))
+    if config.family == "table":
+        families = {"": list(range(len(raw)))}
+    else:
+        families = {}
+        for index, row in enumerate(raw):
+            families.setdefault(row["metric"], []).append(index)
+    for members in families.values():
+        if members:
+            adjusted[members] = correct_p_values([raw[i]["p_value"] for i in members], config.correction)
+    return adjusted
 
 
 def _difference_cis(differences: list[tuple[np.ndarray, np.ndarray]], config: CompareConfig) -> list:

@@ -48,7 +48,7 @@ class Leaderboard:
         marks: ``{(system, metric): (Mark, ...)}``, only for significant differences after correction.
         n_queries: ``{system: queries averaged}``.
         significance: the tests' settings (test, correction, alpha, seed, resamples), None without tests.
-        family_size: the number of tests corrected together (every pair of this table).
+        family_size: the number of tests corrected together (every pair of this table, or of one metric).
         excluded_from_best: systems never set in bold (oracles).
         judged_queries_only: means over the queries in both run and qrels, not every judged query.
         decimals: digits shown in text formats (JSON and CSV keep full precision).
@@ -81,8 +81,9 @@ class Leaderboard:
             test = _TEST_NAMES[config.test]
             if config.test == "randomization":
                 test += f" ({config.n_resamples:,} resamples, seed {config.seed})"
-            lines.append(f"Two-sided {test}, {_CORRECTION_NAMES[config.correction]} over the {self.family_size} tests "
-                         f"of this table, alpha = {config.alpha:g}.")
+            scope = (f"over the {self.family_size} tests of this table" if config.family == "table"
+                     else f"within each metric (over its {self.family_size} tests)")
+            lines.append(f"Two-sided {test}, {_CORRECTION_NAMES[config.correction]} {scope}, alpha = {config.alpha:g}.")
         lines.append("Bold: best value in the column" + (
             f" (not counting {', '.join(self.excluded_from_best)})." if self.excluded_from_best else "."))
         counts = sorted(set(self.n_queries.values()))
@@ -118,7 +119,8 @@ class Leaderboard:
             "significance": None if self.significance is None else {
                 "test": self.significance.test, "correction": self.significance.correction,
                 "alpha": self.significance.alpha, "seed": self.significance.seed,
-                "n_resamples": self.significance.n_resamples, "family_size": self.family_size,
+                "n_resamples": self.significance.n_resamples, "family": self.significance.family,
+                "family_size": self.family_size,
             },
             "legend": list(self.legend),
         }
@@ -268,7 +270,7 @@ def build_leaderboard(
         marks={key: tuple(sorted(value, key=lambda mark: mark.letter)) for key, value in marks.items()},
         n_queries={s: result.num_queries[s] for s in systems},
         significance=None if comparison is None else comparison.config,
-        family_size=0 if comparison is None else len(comparison.pairs),
+        family_size=0 if comparison is None else comparison.family_size,
         excluded_from_best=tuple(exclude_from_best),
         judged_queries_only=result.judged_queries_only,
         decimals=decimals,

@@ -18,7 +18,7 @@ For older result folders without ``runs/``, ``RESULTS_DIR/<collection>/<lang>/<s
     oracle: str                                         reference system of the gap analysis
     upper_bounds: [str]                                 systems never set in bold (oracles; default: oracle)
     language_groups: {lang: "high" | "low" | ...}       groups of the gap analysis
-    significance: {test, correction, alpha, seed, n_resamples}
+    significance: {test, correction, alpha, seed, n_resamples, family}
     runs: [{path, qrels, collection, lang, system,      path required: the run file; qrels: its qrels file
             tag, command, model, model_sha256,          (else found as in the layout); collection, lang and
             data_sha256, config}]                       system default to runs/<collection>/<lang>/<system>.run;

@@ -69,6 +69,7 @@ def build_report(
     alpha: float | None = None,
     seed: int | None = None,
     n_resamples: int | None = None,
+    family: str | None = None,
     oracle: str | None = None,
     language_groups: Mapping[str, str] | None = None,
     judged_queries_only: bool = False,
@@ -92,6 +93,7 @@ def build_report(
         alpha=float(alpha if alpha is not None else sig.get("alpha", 0.05)),
         seed=seed,
         n_resamples=int(n_resamples or sig.get("n_resamples", 10_000)),
+        family=family or sig.get("family", "table"),
     )
     config = CompareConfig(baselines=baselines, **settings) if baselines else None
 
@@ -179,7 +181,8 @@ def render_html(report: Report, *, n_resamples_plot: int = 2_000, figure_dir: st
     if report.compare_config is not None:
         c = report.compare_config
         facts.append(("Baselines", ", ".join(f"{b} ({chr(97 + i)})" for i, b in enumerate(c.baselines))))
-        facts.append(("Significance", f"{c.test} test, {c.correction} correction per table, alpha {c.alpha:g}, seed {c.seed}"))
+        facts.append(("Significance", f"{c.test} test, {c.correction} correction per {c.family}, alpha {c.alpha:g}, "
+                                      f"seed {c.seed}"))
     else:
         facts.append(("Significance", "not tested (no baseline given)"))
     if not results.from_manifest:
@@ -213,7 +216,9 @@ def render_html(report: Report, *, n_resamples_plot: int = 2_000, figure_dir: st
             letter = chr(97 + i)
             w(f"<li><sup>{letter}</sup>: significantly better than <em>{_e(b)}</em> (marked ({letter}) in its row); "
               f"<sup>{letter}↓</sup>: significantly worse.</li>")
-        w("<li>Significance is two-sided, corrected over all tests of one table; each table's legend gives "
+        scope = ("all tests of one table" if report.compare_config.family == "table"
+                 else "the tests of one metric in one table")
+        w(f"<li>Significance is two-sided, corrected over {scope}; each table's legend gives "
           "the test and family size.</li>")
     w("</ul></section>")
 

@@ -80,6 +80,7 @@ class EvaluationSpec:
     alpha: float = 0.05
     seed: int = 42
     n_resamples: int = 10_000
+    family: Literal["table", "metric"] = "table"  # what one correction covers (evaluation.comparison.FAMILIES)
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:

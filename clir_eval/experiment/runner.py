@@ -485,7 +485,7 @@ class StudyRunner:
             "upper_bounds": [system for system in config.all_systems if _is_upper_bound(system)],
             "language_groups": groups,
             "significance": {k: getattr(config.evaluation, k)
-                             for k in ("test", "correction", "alpha", "seed", "n_resamples")},
+                             for k in ("test", "correction", "alpha", "seed", "n_resamples", "family")},
             "seeds": {"study": config.seed, "significance": config.evaluation.seed},
             "config": config.to_dict(),
             "versions": provenance.package_versions(),
