@@ -93,6 +93,13 @@ def test_changing_one_setting_recomputes_only_what_depends_on_it(study):
     evaluation_only = replace(config, evaluation=replace(config.evaluation, alpha=0.01))
     result = run_study(evaluation_only, cache_root=root / "cache")
     assert all(record.cached for record in result.steps) and not result.evaluation_cached
+    # the correction's family is an evaluation setting too, and the leaderboard's legend follows it
+    per_metric = replace(config, evaluation=replace(config.evaluation, family="metric"))
+    result = run_study(per_metric, cache_root=root / "cache")
+    assert all(record.cached for record in result.steps) and not result.evaluation_cached
+    board = json.loads((root / "out" / "leaderboards" / "ntrex-sw.json").read_text(encoding="utf-8"))
+    assert board["significance"]["family"] == "metric"
+    assert any("within each metric" in line for line in board["legend"])
 
     ot = replace(config.students[1], options={**config.students[1].options, "lr": 0.002})
     changed = replace(config, students=(config.students[0], ot))
