@@ -291,40 +291,16 @@ def evaluate_command(
     qrels_dict, run_dicts = _eval_load(qrels, runs, names)
     result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only)
     if as_json:
-        if per_query:
-            payload = {
-                run: {
-                    "mean": dict(result.means[run]),
-                    "per_query": {
-                        qid: {m: float(result.per_query[run][m][i]) for m in result.metrics}
-                        for i, qid in enumerate(result.qids)
-                        if not _is_nan(result.per_query[run][result.metrics[0]][i])
-                    },
-                }
-                for run in result.runs
-            }
-        else:
-            payload = {run: dict(result.means[run]) for run in result.runs}
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(json.dumps(result.to_json_dict(per_query=per_query), indent=2))
         return
     if per_query:
-        for run in result.runs:
-            for i, qid in enumerate(result.qids):
-                for metric in result.metrics:
-                    value = result.per_query[run][metric][i]
-                    if not _is_nan(value):
-                        typer.echo(f"{run}\t{metric}\t{qid}\t{value:.4f}")
-            for metric in result.metrics:
-                typer.echo(f"{run}\t{metric}\tall\t{result.means[run][metric]:.4f}")
+        for line in result.trec_eval_lines():
+            typer.echo(line)
         return
     table = Table("run", *result.metrics, "#queries")
     for run in result.runs:
         table.add_row(run, *(f"{result.means[run][m]:.4f}" for m in result.metrics), str(result.num_queries[run]))
     Console().print(table)
-
-
-def _is_nan(value: float) -> bool:
-    return value != value
 
 
 @app.command("compare")

@@ -61,6 +61,15 @@ def test_evaluate_judged_queries_only_and_per_query(files):
     assert len(lines) == 40 + 1 and lines[-1][2] == "all"
     assert {line[2] for line in lines[:-1]} == set(qrels)
     assert float(lines[0][3]) == pytest.approx(reference[lines[0][2]]["recip_rank"], abs=5e-5)
+    # averaged over the judged queries only, the query the run missed is left out of both per-query outputs
+    result = invoke("evaluate", "--qrels", tmp_path / "qrels.txt", paths[1], "-m", "mrr", "--judged-queries-only",
+                    "--per-query", "--json")
+    per_query = json.loads(result.output)["student"]["per_query"]
+    assert per_query == {qid: {"mrr": pytest.approx(v["recip_rank"], abs=1e-12)} for qid, v in reference.items()}
+    result = invoke("evaluate", "--qrels", tmp_path / "qrels.txt", paths[1], "-m", "mrr", "--judged-queries-only",
+                    "--per-query")
+    lines = [line.split("\t") for line in result.output.splitlines()]
+    assert {line[2] for line in lines[:-1]} == set(reference) and len(reference) == 39
 
 
 def test_evaluate_table_output(files):

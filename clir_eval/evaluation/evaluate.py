@@ -13,7 +13,7 @@ Which queries count (trec_eval 9.x, ``trec_eval.c``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +78,35 @@ class EvaluationResult:
         return pd.DataFrame.from_dict(
             {run: dict(means) for run, means in self.means.items()}, orient="index", columns=list(self.metrics)
         )
+
+    def to_json_dict(self, *, per_query: bool = False) -> dict:
+        """``{run: {metric: mean}}`` at full precision; with ``per_query``, ``{run: {"mean": ..., "per_query":
+        {qid: {metric: score}}}}`` over the averaged queries (a NaN query is left out, as trec_eval does)."""
+        if not per_query:
+            return {run: dict(self.means[run]) for run in self.runs}
+        return {
+            run: {
+                "mean": dict(self.means[run]),
+                "per_query": {qid: scores for qid, scores in self._averaged_queries(run)},
+            }
+            for run in self.runs
+        }
+
+    def trec_eval_lines(self) -> Iterator[str]:
+        """``run<TAB>metric<TAB>qid<TAB>score`` per averaged query, then each metric's ``all`` line (``trec_eval -q``)."""
+        for run in self.runs:
+            for qid, scores in self._averaged_queries(run):
+                for metric, value in scores.items():
+                    yield f"{run}\t{metric}\t{qid}\t{value:.4f}"
+            for metric in self.metrics:
+                yield f"{run}\t{metric}\tall\t{self.means[run][metric]:.4f}"
+
+    def _averaged_queries(self, run: str) -> Iterator[tuple[str, dict[str, float]]]:
+        """``(qid, {metric: score})`` for each query the run's means average over."""
+        by_metric = self.per_query[run]
+        for i, qid in enumerate(self.qids):
+            if not np.isnan(by_metric[self.metrics[0]][i]):
+                yield qid, {metric: float(by_metric[metric][i]) for metric in self.metrics}
 
     def per_query_dataframe(self) -> "pandas.DataFrame":  # noqa: F821
         """Long per-query table: columns ``run, qid`` and one per metric (NaN rows dropped)."""
