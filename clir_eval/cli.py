@@ -332,7 +332,7 @@ def compare_command(
     from clir_eval.evaluation.evaluate import evaluate_runs
     from clir_eval.evaluation.leaderboard import build_leaderboard
     from clir_eval.evaluation.plots import difference_figure, save_figure
-    from clir_eval.io import atomic_write, check_output_path
+    from clir_eval.io import check_output_path, safe_filename, write_csv
 
     if out is not None:
         check_output_path(out, directory=True)
@@ -347,18 +347,16 @@ def compare_command(
     if out is None:
         return
     written = board.save(out)
-    for name, frame in (("tests.csv", comparison.to_dataframe()), ("per_query.csv", result.per_query_dataframe())):
-        with atomic_write(out / name) as handle:
-            frame.to_csv(handle, index=False, lineterminator="\n", float_format=lambda x: repr(float(x)))
-        written.append(out / name)
+    written.append(write_csv(comparison.to_dataframe(), out / "tests.csv"))
+    written.append(write_csv(result.per_query_dataframe(), out / "per_query.csv"))
     primary = result.metrics[0]
     for baseline in config.baselines:
         for system in result.runs:
             if system != baseline:
                 figure = difference_figure(result.per_query[baseline][primary], result.per_query[system][primary],
                                            metric=primary, system=system, baseline=baseline)
-                safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{system}_vs_{baseline}_{primary}")
-                written += save_figure(figure, out / "figures" / f"diff_{safe}")
+                stem = safe_filename(f"diff_{system}_vs_{baseline}_{primary}")
+                written += save_figure(figure, out / "figures" / stem)
     console.print(f"wrote {len(written)} files to {out}", highlight=False)
 
 

@@ -65,6 +65,22 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         raise
 
 
+def write_csv(frame: Any, path: str | os.PathLike, *, index: bool = False) -> Path:
+    """Write a pandas DataFrame atomically as CSV with ``\n`` line ends; returns the path.
+
+    Floats are written as ``repr(float(x))``: pandas' own format writes a float32 score at float32's shortest
+    digits (0.1f as ``0.1``), which reads back as a different float64.
+    """
+    with atomic_write(path) as handle:
+        frame.to_csv(handle, index=index, lineterminator="\n", float_format=lambda x: repr(float(x)))
+    return Path(path)
+
+
+def safe_filename(name: str) -> str:
+    """``name`` as one path component: characters other than letters, digits, ``-``, ``_`` and ``.`` become ``_``."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Build a directory under a temporary name beside ``path`` and rename it into place on success.

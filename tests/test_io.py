@@ -57,3 +57,20 @@ def test_has_whitespace_agrees_with_str_isspace_on_every_code_point():
                 if not 0xD800 <= c <= 0xDFFF and has_whitespace(f"a{chr(c)}b") != chr(c).isspace()]
     assert disagree == []
     assert has_whitespace("doc\u00a01") and has_whitespace("doc\u2028") and not has_whitespace("doc-1")
+
+
+def test_write_csv_reads_back_every_float_exactly_and_safe_filename_keeps_one_component(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from clir_eval.io import safe_filename, write_csv
+
+    # float32 columns (per-query scores) are where pandas' own format loses digits: it writes 0.1f as "0.1"
+    values = np.array([0.1, 1 / 3, 2.0 ** -40, 0.6789], dtype=np.float32)
+    frame = pd.DataFrame({"system": ["kd", "kd+ot", "a b", "x"], "mrr": values, "p": [0.1 + 0.2, 1 / 3, 1e-300, 1.0]})
+    path = write_csv(frame, tmp_path / "out" / "t.csv")
+    back = pd.read_csv(path)
+    assert back["mrr"].tolist() == values.astype(np.float64).tolist() and back["p"].tolist() == frame["p"].tolist()
+    assert b"\r" not in path.read_bytes()
+    assert safe_filename("kd+ot/../x y") == "kd_ot_.._x_y" and "/" not in safe_filename("a/b")
+    assert safe_filename("") == "_"

@@ -22,7 +22,7 @@ from clir_eval.evaluation.gaps import GapAnalysis, gap_analysis
 from clir_eval.evaluation.leaderboard import Leaderboard, build_leaderboard
 from clir_eval.evaluation.manifest import ResultsManifest, RunEntry
 from clir_eval.evaluation.plots import save_figure
-from clir_eval.io import atomic_write, sha256_file
+from clir_eval.io import atomic_write, safe_filename as _file, sha256_file, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -299,21 +299,10 @@ def save_tables(report: Report, directory: str | os.PathLike) -> list[Path]:
         folder = directory / "leaderboards" / _file(t.collection) / _file(t.lang)
         written += t.leaderboard.save(folder)
         if t.comparison is not None:
-            with atomic_write(folder / "tests.csv") as handle:
-                t.comparison.to_dataframe().to_csv(handle, index=False, lineterminator="\n",
-                                                   float_format=lambda x: repr(float(x)))
-            written.append(folder / "tests.csv")
+            written.append(write_csv(t.comparison.to_dataframe(), folder / "tests.csv"))
     for collection, gap in report.gaps.items():
-        path = directory / "gaps" / f"{_file(collection)}.csv"
-        with atomic_write(path) as handle:
-            gap.to_dataframe().to_csv(handle, lineterminator="\n", float_format=lambda x: repr(float(x)))
-        written.append(path)
+        written.append(write_csv(gap.to_dataframe(), directory / "gaps" / f"{_file(collection)}.csv", index=True))
     return written
-
-
-def _file(name: str) -> str:
-    """A name safe as one path component."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
 
 
 def _comparison_details(comparison: Comparison, primary: str) -> str:
