@@ -40,6 +40,15 @@ def test_options_validate_fusion_components():
 
 def test_registry_families():
     assert {kind.family for kind in SYSTEM_KINDS.values()} == {"bm25", "dense", "fusion"}
+    # each kind carries what builds it: a translator for BM25, its two encoders for dense, neither for fusion
+    for name, kind in SYSTEM_KINDS.items():
+        assert (kind.translator is not None) == (kind.family == "bm25"), name
+        assert (kind.models is not None) == (kind.family == "dense"), name
+    options = SystemOptions(teacher="my-teacher")
+    models = {name: kind.models(SystemSpec(name, "out/kd" if kind.argument else None), options)
+              for name, kind in SYSTEM_KINDS.items() if kind.models}
+    assert models == {"teacher": ("my-teacher", "my-teacher"), "student": ("my-teacher", "out/kd"),
+                      "me5-small": ("me5-small", "me5-small"), "oracle-dense": ("my-teacher", "my-teacher")}
 
 
 ENGLISH_DOCS = {

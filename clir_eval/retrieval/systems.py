@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from clir_eval.collections.leakage import LEAKAGE_POLICIES
 from clir_eval.collections.records import Topic
@@ -49,24 +49,74 @@ Hits = dict[str, list[tuple[str, float]]]
 
 @dataclass(frozen=True)
 class SystemKind:
-    """One entry of the registry: its family and whether it takes an argument after ``:``."""
+    """One entry of the registry: its family, whether it takes an argument after ``:``, and what builds it.
+
+    Attributes:
+        translator: a BM25 kind's ``(spec, collection, lang, split, indexes, options) -> QueryTranslator``.
+        models: a dense kind's ``(spec, options) -> (document encoder, query encoder)``.
+    """
 
     family: str  # "bm25" | "dense" | "fusion"
     argument: str | None  # what the argument is ("path of a student", ...); None = takes none
     description: str
     upper_bound: bool = False  # reads the human English topics: a reference, never a contender
+    translator: Callable[..., Any] | None = None
+    models: Callable[["SystemSpec", "SystemOptions"], tuple[str, str]] | None = None
+
+
+def _psq_translator(spec, collection, lang, split, indexes, options):
+    from clir_eval.retrieval.translation.psq import PsqTranslator, learn_translation_table
+
+    pairs = psq_bitext(collection, lang, split, options)
+    table = learn_translation_table(pairs, source_lang=lang, config=options.psq_table, cache_dir=indexes.psq)
+    return PsqTranslator(table, options.psq)
+
+
+def _oracle_translator(spec, collection, lang, split, indexes, options):
+    from clir_eval.retrieval.translation.provided import OracleTranslator
+
+    return OracleTranslator(_oracle_topics(collection, split))
+
+
+def _file_translator(spec, collection, lang, split, indexes, options):
+    from clir_eval.retrieval.translation.provided import FileTranslator
+
+    return FileTranslator(spec.argument)
+
+
+def _mt_translator(spec, collection, lang, split, indexes, options):
+    from clir_eval.retrieval.translation.seq2seq import Seq2SeqTranslator
+
+    return Seq2SeqTranslator(spec.argument, options.mt)
+
+
+def _teacher_models(spec, options):
+    return options.teacher, options.teacher
+
+
+def _student_models(spec, options):
+    return options.teacher, spec.argument
+
+
+def _me5_models(spec, options):
+    return "me5-small", "me5-small"
 
 
 SYSTEM_KINDS: dict[str, SystemKind] = {
-    "bm25-psq": SystemKind("bm25", None, "BM25, PSQ translation table learned from bitext"),
-    "bm25-oracle": SystemKind("bm25", None, "BM25, human English topics (upper bound)", upper_bound=True),
-    "bm25-translated": SystemKind("bm25", "TSV file qid<TAB>english", "BM25, user-supplied translations"),
-    "bm25-mt": SystemKind("bm25", "HF seq2seq model id or directory", "BM25, machine-translated topics"),
-    "teacher": SystemKind("dense", None, "teacher encodes the foreign query (zero-shot)"),
-    "student": SystemKind("dense", "student model directory", "distilled student against the teacher's index"),
-    "me5-small": SystemKind("dense", None, "multilingual-e5-small over its own index"),
+    "bm25-psq": SystemKind("bm25", None, "BM25, PSQ translation table learned from bitext",
+                           translator=_psq_translator),
+    "bm25-oracle": SystemKind("bm25", None, "BM25, human English topics (upper bound)", upper_bound=True,
+                              translator=_oracle_translator),
+    "bm25-translated": SystemKind("bm25", "TSV file qid<TAB>english", "BM25, user-supplied translations",
+                                  translator=_file_translator),
+    "bm25-mt": SystemKind("bm25", "HF seq2seq model id or directory", "BM25, machine-translated topics",
+                          translator=_mt_translator),
+    "teacher": SystemKind("dense", None, "teacher encodes the foreign query (zero-shot)", models=_teacher_models),
+    "student": SystemKind("dense", "student model directory", "distilled student against the teacher's index",
+                          models=_student_models),
+    "me5-small": SystemKind("dense", None, "multilingual-e5-small over its own index", models=_me5_models),
     "oracle-dense": SystemKind("dense", None, "teacher on the human English topic (upper bound)",
-                               upper_bound=True),
+                               upper_bound=True, models=_teacher_models),
     "hybrid": SystemKind("fusion", None, "fusion of a BM25 and a dense system"),
 }
 
@@ -247,25 +297,10 @@ def psq_bitext(collection: "Collection", lang: str, split: str, options: SystemO
 def translator_for(spec: SystemSpec, collection: "Collection", lang: str, split: str, indexes: IndexDirs,
                    options: SystemOptions = SystemOptions()) -> Any:
     """The :class:`~clir_eval.retrieval.translation.base.QueryTranslator` of a BM25 system."""
-    if spec.kind == "bm25-psq":
-        from clir_eval.retrieval.translation.psq import PsqTranslator, learn_translation_table
-
-        pairs = psq_bitext(collection, lang, split, options)
-        table = learn_translation_table(pairs, source_lang=lang, config=options.psq_table, cache_dir=indexes.psq)
-        return PsqTranslator(table, options.psq)
-    if spec.kind == "bm25-oracle":
-        from clir_eval.retrieval.translation.provided import OracleTranslator
-
-        return OracleTranslator(_oracle_topics(collection, split))
-    if spec.kind == "bm25-translated":
-        from clir_eval.retrieval.translation.provided import FileTranslator
-
-        return FileTranslator(spec.argument)
-    if spec.kind == "bm25-mt":
-        from clir_eval.retrieval.translation.seq2seq import Seq2SeqTranslator
-
-        return Seq2SeqTranslator(spec.argument, options.mt)
-    raise ValueError(f"{spec} is not a BM25 system")
+    build = SYSTEM_KINDS[spec.kind].translator
+    if build is None:
+        raise ValueError(f"{spec} is not a BM25 system")
+    return build(spec, collection, lang, split, indexes, options)
 
 
 def _oracle_topics(collection: "Collection", split: str) -> list[Topic]:
@@ -294,13 +329,10 @@ def query_model(spec: str | SystemSpec, options: SystemOptions = SystemOptions()
 
 def _dense_models(spec: SystemSpec, options: SystemOptions) -> tuple[str, str]:
     """``(document encoder, query encoder)`` of a dense system."""
-    if spec.kind in ("teacher", "oracle-dense"):
-        return options.teacher, options.teacher
-    if spec.kind == "student":
-        return options.teacher, spec.argument
-    if spec.kind == "me5-small":
-        return "me5-small", "me5-small"
-    raise ValueError(f"{spec} is not a dense system")
+    models = SYSTEM_KINDS[spec.kind].models
+    if models is None:
+        raise ValueError(f"{spec} is not a dense system")
+    return models(spec, options)
 
 
 def _dense_hits(spec: SystemSpec, collection: "Collection", topics: list[Topic], split: str, indexes: IndexDirs,
@@ -316,7 +348,7 @@ def _dense_hits(spec: SystemSpec, collection: "Collection", topics: list[Topic],
                    if doc_model == query_name else None)
     info = build_dense_index(collection.documents(), doc_model, indexes.dense_for(doc_model), options.dense_index,
                              encoder=doc_encoder, show_progress=options.show_progress)
-    if spec.kind == "oracle-dense":
+    if spec.upper_bound:  # the dense oracle encodes the human English topic of each qid
         english = {t.qid: t for t in _oracle_topics(collection, split)}
         missing = [t.qid for t in topics if t.qid not in english]
         if missing:
