@@ -22,7 +22,7 @@ from clir_eval.evaluation.gaps import GapAnalysis, gap_analysis
 from clir_eval.evaluation.leaderboard import Leaderboard, build_leaderboard
 from clir_eval.evaluation.manifest import ResultsManifest, RunEntry
 from clir_eval.evaluation.plots import save_figure
-from clir_eval.io import atomic_write, safe_filename as _file, sha256_file, write_csv
+from clir_eval.io import atomic_write, safe_filename, sha256_file, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +230,8 @@ def render_html(report: Report, *, n_resamples_plot: int = 2_000, figure_dir: st
             per_query = {t.lang: {s: t.result.per_query[s][primary] for s in t.result.runs} for t in mine}
             figure = per_language_figure(per_query, metric=primary, seed=report.seed, groups=groups,
                                          n_resamples=n_resamples_plot)
-            w(embed(figure, f"{primary} per language in {collection}", _file(collection), "per_language", wide=True))
+            w(embed(figure, f"{primary} per language in {collection}", safe_filename(collection), "per_language",
+                    wide=True))
         for t in mine:
             w(f'<section id="{t.anchor}"><h3>{_e(collection)} / {_e(t.lang)}'
               f'{_group_label(groups.get(t.lang))}</h3>')
@@ -246,8 +247,8 @@ def render_html(report: Report, *, n_resamples_plot: int = 2_000, figure_dir: st
                         figure = difference_figure(t.result.per_query[baseline][primary],
                                                    t.result.per_query[system][primary],
                                                    metric=primary, system=system, baseline=baseline)
-                        w(embed(figure, f"{system} minus {baseline} per query", _file(collection), _file(t.lang),
-                                f"diff_{_file(system)}_vs_{_file(baseline)}"))
+                        w(embed(figure, f"{system} minus {baseline} per query", safe_filename(collection),
+                                safe_filename(t.lang), f"diff_{safe_filename(system)}_vs_{safe_filename(baseline)}"))
                     w("</div></details>")
             w(_provenance_details(t.runs, report.run_sha256))
             w("</section>")
@@ -264,7 +265,7 @@ def render_html(report: Report, *, n_resamples_plot: int = 2_000, figure_dir: st
             w(f"<p>Unweighted mean over the languages of each group; gap = high − low{ratio_note}.</p>")
             frame = gap.to_dataframe().reset_index()
             w(frame.to_html(index=False, border=0, classes="leaderboard", float_format=lambda x: f"{x:.4f}", na_rep="–"))
-            w(embed(gap_figure(gap), f"resource gap in {collection}", _file(collection), "gap"))
+            w(embed(gap_figure(gap), f"resource gap in {collection}", safe_filename(collection), "gap"))
             w("</section>")
         w("</section>")
 
@@ -296,12 +297,13 @@ def save_tables(report: Report, directory: str | os.PathLike) -> list[Path]:
     directory = Path(directory)
     written: list[Path] = []
     for t in report.tables:
-        folder = directory / "leaderboards" / _file(t.collection) / _file(t.lang)
+        folder = directory / "leaderboards" / safe_filename(t.collection) / safe_filename(t.lang)
         written += t.leaderboard.save(folder)
         if t.comparison is not None:
             written.append(write_csv(t.comparison.to_dataframe(), folder / "tests.csv"))
     for collection, gap in report.gaps.items():
-        written.append(write_csv(gap.to_dataframe(), directory / "gaps" / f"{_file(collection)}.csv", index=True))
+        path = directory / "gaps" / f"{safe_filename(collection)}.csv"
+        written.append(write_csv(gap.to_dataframe(), path, index=True))
     return written
 
 
