@@ -4,6 +4,7 @@ metric by metric."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,12 +106,8 @@ class Comparison:
     @property
     def family_size(self) -> int:
         """The number of tests corrected together: the whole table, or the largest metric's share of it."""
-        if self.config.family == "table" or not self.pairs:
-            return len(self.pairs)
-        counts: dict[str, int] = {}
-        for pair in self.pairs:
-            counts[pair.metric] = counts.get(pair.metric, 0) + 1
-        return max(counts.values())
+        families = _families([pair.metric for pair in self.pairs], self.config.family)
+        return max((len(members) for members in families), default=0)
 
     def to_dataframe(self) -> "pandas.DataFrame":  # noqa: F821
         """One row per test, columns as the :class:`PairComparison` fields."""
@@ -189,18 +186,21 @@ def compare_systems(result: EvaluationResult, config: CompareConfig) -> Comparis
     return Comparison(config=config, pairs=pairs)
 
 
+def _families(metrics: Sequence[str], family: str) -> list[list[int]]:
+    """Indices of the tests corrected together, given each test's metric: all of them, or each metric's."""
+    if family == "table":
+        return [list(range(len(metrics)))] if metrics else []
+    groups: dict[str, list[int]] = {}
+    for index, metric in enumerate(metrics):
+        groups.setdefault(metric, []).append(index)
+    return list(groups.values())
+
+
 def _adjusted_p_values(raw: list[dict], config: CompareConfig) -> np.ndarray:
     """The corrected p-value of every test, in order: over the whole table, or within each metric."""
     adjusted = np.zeros(len(raw))
-    if config.family == "table":
-        families = {"": list(range(len(raw)))}
-    else:
-        families = {}
-        for index, row in enumerate(raw):
-            families.setdefault(row["metric"], []).append(index)
-    for members in families.values():
-        if members:
-            adjusted[members] = correct_p_values([raw[i]["p_value"] for i in members], config.correction)
+    for members in _families([row["metric"] for row in raw], config.family):
+        adjusted[members] = correct_p_values([raw[i]["p_value"] for i in members], config.correction)
     return adjusted
 
 

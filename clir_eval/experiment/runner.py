@@ -15,7 +15,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -484,8 +484,9 @@ class StudyRunner:
             "oracle": oracle,
             "upper_bounds": [system for system in config.all_systems if _is_upper_bound(system)],
             "language_groups": groups,
-            "significance": {k: getattr(config.evaluation, k)
-                             for k in ("test", "correction", "alpha", "seed", "n_resamples", "family")},
+            # every setting of the protocol but the metrics and baselines, which have their own keys above
+            "significance": {f.name: getattr(config.evaluation, f.name) for f in fields(config.evaluation)
+                             if f.name not in ("metrics", "baselines")},
             "seeds": {"study": config.seed, "significance": config.evaluation.seed},
             "config": config.to_dict(),
             "versions": provenance.package_versions(),
