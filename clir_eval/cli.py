@@ -518,35 +518,68 @@ def index_dense(
     collection: str = typer.Option(..., "--collection", "-c", help="Built-in collection name or directory."),
     model: str = typer.Option("minilm-l6", "--model", help="Document encoder (built-in name, directory or hub id)."),
     out: Path = typer.Option(None, "--out", help="Index directory (default: the cache's dense/<model>)."),
-    kind: str = typer.Option("flat", "--kind", help="flat | hnsw."),
+    kind: str = typer.Option("flat", "--kind", help="flat | hnsw (shorthands; --factory names any other index)."),
+    factory: str = typer.Option(None, "--factory", help="Faiss index_factory string, e.g. 'IVF4096,PQ64', "
+                                                        "'IVF1024,SQ8', 'HNSW32' (inner product)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Documents per encoder batch."),
-    shard_id: int = typer.Option(None, "--shard-id", help="Encode only this shard (0-based)."),
-    shard_num: int = typer.Option(None, "--shard-num", help="Number of shards."),
-    merge: bool = typer.Option(False, "--merge", help="Merge shards 0..shard-num-1 of --out into --out."),
-    threads: int = typer.Option(1, "--threads", help="Torch threads."),
+    chunk_size: int = typer.Option(2048, "--chunk-size", help="Documents encoded and written to disk together "
+                                                              "(the most a killed build loses)."),
+    shard_id: int = typer.Option(None, "--shard-id", help="Encode only the chunks i with i % shard-num == shard-id "
+                                                          "(manual parts; under torchrun/accelerate the rank says)."),
+    shard_num: int = typer.Option(None, "--shard-num", help="Number of manual parts."),
+    merge: bool = typer.Option(False, "--merge", help="Build the index from the parts encoded into --out.vectors."),
+    keep_vectors: bool = typer.Option(False, "--keep-vectors", help="Keep --out.vectors to build other index kinds "
+                                                                    "without encoding again."),
+    threads: int = typer.Option(0, "--threads", help="Torch and Faiss threads (0: all cores)."),
+    device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: the launcher's device, "
+                                                      "else cuda when there is one, else cpu)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (half precision on GPUs)."),
 ) -> None:
-    """Encode the corpus into a Pyserini-layout Faiss index (``index`` + ``docid``), or one shard of it."""
-    import torch
+    """Encode the corpus into a Pyserini-layout Faiss index (``index`` + ``docid``), streaming and resumable.
+
+    Run it under ``torchrun --nproc-per-node N -m clir_eval index dense ...`` or ``accelerate launch -m clir_eval
+    index dense ...`` to split the encoding over N processes (GPUs or CPU processes): each rank encodes its chunks
+    and rank 0 builds the index.
+    """
     from rich.console import Console
 
+    from clir_eval.collections.readers import count_corpus_lines
     from clir_eval.collections.registry import load_collection
-    from clir_eval.io import check_output_path
-    from clir_eval.retrieval.dense import DenseIndexConfig, build_dense_index, merge_dense_shards
+    from clir_eval.io import check_output_path, sha256_tree
+    from clir_eval.retrieval.dense import (DenseIndexConfig, build_dense_index, encode_corpus,
+                                           finalize_dense_index)
     from clir_eval.retrieval.systems import default_index_dirs
 
-    torch.set_num_threads(threads)
     if (shard_id is None) != (shard_num is None) and not (merge and shard_num is not None):
-        _fail(["give both --shard-id and --shard-num (or --merge with --shard-num)"])
+        _fail(["give both --shard-id and --shard-num (or --merge)"])
     coll = load_collection(collection)
-    config = DenseIndexConfig(kind=kind, batch_size=batch_size)
+    config = DenseIndexConfig(kind=kind, factory=factory, batch_size=batch_size, chunk_size=chunk_size,
+                              build_threads=threads, keep_vectors=keep_vectors)
     target = check_output_path(out or default_index_dirs(coll).dense_for(model), directory=True)
     if merge:
-        info = merge_dense_shards(target, shard_num, config)
+        info = finalize_dense_index(target, config, encoded_by=shard_num or 1)
     else:
-        shard = (shard_id, shard_num) if shard_id is not None else None
-        info = build_dense_index(coll.documents(), model, target, config, shard=shard, show_progress=True)
+        from clir_eval.launcher import default_device, launcher_part, set_threads
+        from clir_eval.models.pyserini_adapters import DocumentEncoder
+
+        set_threads(threads)
+        part, barrier, launcher_device = launcher_part()
+        encoder = DocumentEncoder(model, batch_size, device or launcher_device or default_device(), precision)
+        sha = sha256_tree(coll.corpus_path)
+        size = count_corpus_lines(coll.corpus_path)
+        if shard_id is not None:
+            encode_corpus(coll.documents(), model, target, config, corpus_sha256=sha, encoder=encoder,
+                          part=(shard_id, shard_num), corpus_size=size, show_progress=True)
+            Console().print(f"encoded part {shard_id} of {shard_num} into {target}.vectors; "
+                            f"build the index with --merge --shard-num {shard_num}", highlight=False)
+            return
+        info = build_dense_index(coll.documents(), model, target, config, encoder=encoder, show_progress=True,
+                                 corpus_sha256=sha, corpus_size=size, part=part, barrier=barrier)
+        if part is not None and part[0] != 0:
+            return
     state = "reused" if info.reused else "wrote"
-    Console().print(f"{state} {info.path} ({info.num_docs} documents, dim {info.dim})", highlight=False)
+    Console().print(f"{state} {info.path} ({info.num_docs} documents, dim {info.dim}, "
+                    f"{info.meta.index['factory']})", highlight=False)
 
 
 @index_app.command("lucene")

@@ -84,6 +84,13 @@ class Progress:
             self._last_log = now
             logger.info("%s", self.line())
 
+    def skip(self, n: int) -> None:
+        """Count ``n`` items found done already (a resumed step): they move the count, not the rate."""
+        self.done += n
+        self._start_count += n
+        if self._rich is not None:
+            self._rich.update(self._task, completed=self.done)
+
     def _open(self) -> None:
         if not self.bar:
             logger.info("%s: started%s", self.description, f" ({self.total:,} {self.unit})" if self.total else "")

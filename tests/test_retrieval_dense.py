@@ -1,4 +1,5 @@
-"""Dense retrieval: Pyserini-layout Faiss indexes, exact search, shards, HNSW, and Pyserini's own CLI on our index."""
+"""Dense retrieval: Pyserini-layout Faiss indexes, exact search, parts, resume, Faiss factory strings, and
+Pyserini's own CLI on our index."""
 
 import json
 import subprocess
@@ -11,7 +12,7 @@ import torch
 
 from clir_eval.collections.records import Document, Topic
 from clir_eval.retrieval import dense
-from clir_eval.retrieval.dense import DenseIndexConfig, shard_range
+from clir_eval.retrieval.dense import DenseIndexConfig
 
 DOCS = [
     Document(f"d{i:02d}", text)
@@ -26,19 +27,11 @@ QUERIES = [Topic("q1", "cat on the mat", "en"), Topic("q2", "money bank", "en"),
            Topic("q4", "market today", "en")]
 
 
-def test_shard_range_covers_corpus_contiguously():
-    for n in (1, 7, 10):
-        for shards in range(1, n + 1):
-            ranges = [shard_range(n, i, shards) for i in range(shards)]
-            assert ranges[0][0] == 0 and ranges[-1][1] == n
-            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-    with pytest.raises(ValueError):
-        shard_range(10, 2, 2)
-
-
 def test_dense_index_config_validation():
     with pytest.raises(ValueError, match="flat"):
         DenseIndexConfig(kind="ivf")
+    with pytest.raises(ValueError, match="factory"):
+        DenseIndexConfig(factory=" ")
     with pytest.raises(ValueError):
         DenseIndexConfig(hnsw_m=0)
 
@@ -115,20 +108,97 @@ def test_search_leaves_torch_threads_alone(flat_index, encoders):
         torch.set_num_threads(threads)
 
 
-@pytest.mark.slow
-def test_shards_merge_to_the_unsharded_index(tmp_path, tiny_bert_dir, encoders, flat_index):
-    target = tmp_path / "merged"
-    for shard_id in range(3):
-        dense.build_dense_index(DOCS, str(tiny_bert_dir), target, shard=(shard_id, 3), encoder=encoders[0])
-    with pytest.raises(FileNotFoundError):
-        dense.merge_dense_shards(target, 4)
-    merged = dense.merge_dense_shards(target, 3)
-    assert dense.read_index_meta(target) == merged.meta and merged.meta.merged_from_shards == 3
-    assert merged.meta.index == {"kind": "flat"} and merged.num_docs == len(DOCS)
+class _CountingEncoder:
+    """A document encoder that counts the documents it encodes and can fail after ``fail_after`` calls."""
+
+    def __init__(self, inner, fail_after=None):
+        self.inner, self.fail_after, self.calls, self.documents = inner, fail_after, 0, 0
+        self.model = inner.model
+
+    def encode(self, texts, titles=None, **kwargs):
+        if self.fail_after is not None and self.calls == self.fail_after:
+            raise KeyboardInterrupt("killed")
+        self.calls += 1
+        self.documents += len(texts)
+        return self.inner.encode(texts, titles=titles)
+
+
+def test_parts_encoded_apart_build_the_single_process_index(tmp_path, tiny_bert_dir, encoders, flat_index):
+    target = tmp_path / "parts"
+    config = DenseIndexConfig(chunk_size=4)
+    sha = dense.documents_sha256(DOCS)
+    for rank in (2, 0):  # not all parts yet: the index cannot be built
+        dense.encode_corpus(DOCS, str(tiny_bert_dir), target, config, corpus_sha256=sha, encoder=encoders[0],
+                            part=(rank, 3))
+    with pytest.raises(ValueError, match="not encoded yet"):
+        dense.finalize_dense_index(target, config)
+    dense.encode_corpus(DOCS, str(tiny_bert_dir), target, config, corpus_sha256=sha, encoder=encoders[0], part=(1, 3))
+    merged = dense.finalize_dense_index(target, config, encoded_by=3)
+    assert merged.meta.encoded_by == 3 and merged.num_docs == len(DOCS)
+    assert not dense.vectors_dir(target).exists()  # the encoded chunks are removed once the index holds them
     vectors, docids = dense.read_vectors(merged.path)
     reference, reference_ids = dense.read_vectors(flat_index.path)
     assert docids == reference_ids
-    np.testing.assert_allclose(vectors, reference, atol=1e-5)
+    np.testing.assert_allclose(vectors, reference, atol=1e-6)
+    # the merged index is what a one-process build asks for, so such a build reuses it
+    again = dense.build_dense_index(DOCS, str(tiny_bert_dir), target, config, encoder=encoders[0])
+    assert again.reused
+
+
+def test_a_killed_build_resumes_from_its_chunks_and_gives_the_same_index(tmp_path, tiny_bert_dir, encoders):
+    config = DenseIndexConfig(chunk_size=3)  # 14 documents: 5 chunks
+    whole = dense.build_dense_index(DOCS, str(tiny_bert_dir), tmp_path / "whole", config, encoder=encoders[0])
+    target = tmp_path / "killed"
+    dying = _CountingEncoder(encoders[0], fail_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        dense.build_dense_index(DOCS, str(tiny_bert_dir), target, config, encoder=dying)
+    assert not target.exists() and dying.documents == 9
+    resumed = _CountingEncoder(encoders[0])
+    info = dense.build_dense_index(DOCS, str(tiny_bert_dir), target, config, encoder=resumed)
+    assert resumed.documents == len(DOCS) - 9  # only the chunks the killed build had not written
+    vectors, docids = dense.read_vectors(info.path)
+    reference, reference_ids = dense.read_vectors(whole.path)
+    assert docids == reference_ids
+    assert np.array_equal(vectors, reference)
+
+
+def test_chunks_of_another_model_or_corpus_are_not_reused(tmp_path, tiny_bert_dir, encoders):
+    config = DenseIndexConfig(chunk_size=5)
+    target = tmp_path / "index"
+    dying = _CountingEncoder(encoders[0], fail_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        dense.build_dense_index(DOCS[::-1], str(tiny_bert_dir), target, config, encoder=dying)
+    fresh = _CountingEncoder(encoders[0])
+    dense.build_dense_index(DOCS, str(tiny_bert_dir), target, config, encoder=fresh)
+    assert fresh.documents == len(DOCS)
+
+
+def test_factory_strings_build_ivf_and_quantised_indexes_pyserini_reads(tmp_path, tiny_bert_dir, encoders):
+    import faiss
+
+    expected, query_vectors = _brute_force(encoders, k=3)
+    config = DenseIndexConfig(factory="IVF2,Flat", nprobe=2, keep_vectors=True)
+    info = dense.build_dense_index(DOCS, str(tiny_bert_dir), tmp_path / "ivf", config, encoder=encoders[0])
+    assert isinstance(faiss.read_index(str(info.path / "index")), faiss.IndexIVFFlat)
+    assert info.meta.index["factory"] == "IVF2,Flat"
+    # every list probed: an IVF-Flat search is exact
+    found = dense.search_dense(info.path, [q.qid for q in QUERIES], query_vectors, k=3, nprobe=2)
+    assert {qid: [d for d, _ in hits] for qid, hits in found.items()} == expected
+    # the kept vectors build a scalar-quantised index without encoding again
+    counting = _CountingEncoder(encoders[0])
+    sq = dense.build_dense_index(DOCS, str(tiny_bert_dir), tmp_path / "ivf",
+                                 DenseIndexConfig(factory="IVF2,SQ8", nprobe=2), encoder=counting)
+    assert counting.documents == 0 and isinstance(faiss.read_index(str(sq.path / "index")), faiss.IndexIVFScalarQuantizer)
+    found = dense.search_dense(sq.path, [q.qid for q in QUERIES], query_vectors, k=1, nprobe=2)
+    assert {qid: [d for d, _ in hits] for qid, hits in found.items()} == {q: e[:1] for q, e in expected.items()}
+
+
+def test_a_bad_factory_string_fails_before_any_encoding(tmp_path, tiny_bert_dir, encoders):
+    counting = _CountingEncoder(encoders[0])
+    with pytest.raises(ValueError, match="IVF2,PQ5"):
+        dense.build_dense_index(DOCS, str(tiny_bert_dir), tmp_path / "bad", DenseIndexConfig(factory="IVF2,PQ5"),
+                                encoder=counting)
+    assert counting.documents == 0 and not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow
@@ -171,3 +241,35 @@ def test_pyserini_search_cli_reproduces_our_run(tmp_path, flat_index, encoders):
         assert [d for d, _ in mine] == [d for d, _ in pys]
         # Pyserini writes scores with 6 decimals
         np.testing.assert_allclose([s for _, s in mine], [s for _, s in pys], atol=1e-5)
+
+
+def _tiny_collection(root):
+    from clir_eval.collections.records import Qrel
+    from clir_eval.collections.writers import write_corpus, write_qrels, write_topics
+
+    write_corpus(root / "corpus.jsonl", DOCS)
+    write_qrels(root / "qrels.txt", [Qrel(q.qid, "d00", 1) for q in QUERIES])
+    write_topics(root / "topics" / "en.tsv", QUERIES)
+    return root
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_build_the_one_process_index(tmp_path, tiny_bert_dir):
+    """``torchrun --nproc-per-node 2`` (gloo on CPU): each rank encodes its chunks, rank 0 builds the index, and
+    the index equals a one-process build of the same command."""
+    collection = _tiny_collection(tmp_path / "coll")
+    command = ["-m", "clir_eval", "index", "dense", "--collection", str(collection), "--model", str(tiny_bert_dir),
+               "--chunk-size", "3", "--threads", "1"]
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", *command,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, *command, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert dense.read_index_meta(tmp_path / "two").encoded_by == 2
+    vectors_two, ids_two = dense.read_vectors(tmp_path / "two")
+    vectors_one, ids_one = dense.read_vectors(tmp_path / "one")
+    assert ids_two == ids_one == [d.docid for d in DOCS]
+    assert np.array_equal(vectors_two, vectors_one)

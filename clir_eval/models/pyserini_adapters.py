@@ -39,11 +39,26 @@ class QueryEncoder:
         return self.model.encode(queries, role="query", batch_size=self.batch_size, show_progress=show_progress)
 
 
-class DocumentEncoder:
-    """A sentence encoder as a Pyserini document encoder (titles, when given, are prepended)."""
+#: ``--precision`` names and the torch dtypes the weights are cast to for inference.
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
-    def __init__(self, model: SentenceEncoder | str, batch_size: int = 64, device: str | None = None) -> None:
+
+class DocumentEncoder:
+    """A sentence encoder as a Pyserini document encoder (titles, when given, are prepended).
+
+    ``precision`` ``bf16``/``fp16`` casts the weights for inference (GPUs; a CPU without native bf16 emulates it
+    slowly); embeddings come back as float32 either way.
+    """
+
+    def __init__(self, model: SentenceEncoder | str, batch_size: int = 64, device: str | None = None,
+                 precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model = _as_encoder(model, device)
+        if precision != "fp32":
+            import torch
+
+            self.model.to(getattr(torch, PRECISIONS[precision]))
         self.batch_size = batch_size
 
     def encode(self, texts: list[str], titles: list[str] | None = None, **kwargs: Any) -> np.ndarray:

@@ -3,25 +3,30 @@
 An index directory has Pyserini's own layout, two plain files that ``FaissSearcher`` (and so
 ``python -m pyserini.search.faiss --index DIR``) reads unchanged:
 
-* ``index``: ``faiss.write_index`` of an inner-product index (``IndexFlatIP``, or ``IndexHNSWFlat`` with
-  ``METRIC_INNER_PRODUCT``);
+* ``index``: ``faiss.write_index`` of an inner-product index named by a Faiss ``index_factory`` string
+  (``Flat``, ``HNSW32``, ``IVF4096,PQ64``, ...: :mod:`clir_eval.retrieval.faiss_index`);
 * ``docid``: one docid per line, line i = vector i.
 
 Beside them, ``clir_eval_index.json`` records what built the index (model, its encoder config and a
-fingerprint of its weights, the corpus SHA-256, index kind); :func:`build_dense_index` reuses an index
-whose record matches and rebuilds otherwise. Encoding can be split into contiguous shards of the corpus
-(:func:`shard_range`) built separately and merged with :func:`merge_dense_shards`.
+fingerprint of its weights, the corpus SHA-256, the factory string); :func:`build_dense_index` reuses an index
+whose record matches and rebuilds otherwise.
+
+Building streams, as Pyserini's encoder does (reader -> batches -> encoder -> writer): the corpus is read once,
+in chunks of ``chunk_size`` documents; each chunk is tokenised, encoded and written to disk as it is made
+(:mod:`clir_eval.retrieval.vector_chunks`, ``<index_dir>.vectors/``), so memory holds one chunk, and a killed
+build resumes from its last complete chunk. Then the Faiss index is filled from the chunks. Several processes
+(``torchrun`` / ``accelerate launch`` ranks, or manual shards) encode the chunks ``i % world == rank`` into the
+same store, and one of them builds the index (:func:`encode_corpus`, :func:`finalize_dense_index`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +34,16 @@ import numpy as np
 
 from clir_eval.collections.records import Document, Topic
 from clir_eval.io import atomic_directory, atomic_write, build_lock, read_json_or_none, sha256_file
-from clir_eval.retrieval.bm25 import corpus_fingerprint
+from clir_eval.retrieval.faiss_index import faiss_threads, set_search_params
+from clir_eval.retrieval.vector_chunks import StreamInfo, VectorChunks
 
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index"
 DOCID_FILE = "docid"
 META_FILE = "clir_eval_index.json"
-DENSE_FORMAT = "clir-eval-dense-index/1"
+DENSE_FORMAT = "clir-eval-dense-index/2"
+#: Shorthands for the two most common factory strings; any other index is named by its factory string.
 INDEX_KINDS = ("flat", "hnsw")
 # Files whose bytes define a model directory (weights, configs, tokenizer); other files (READMEs, ONNX
 # exports) do not change the embeddings we compute.
@@ -48,54 +55,93 @@ Hits = dict[str, list[tuple[str, float]]]
 
 @dataclass(frozen=True)
 class DenseIndexConfig:
-    """How to build a dense index.
+    """How to build and search a dense index.
 
     Attributes:
-        kind: ``"flat"`` (exact inner product) or ``"hnsw"`` (``IndexHNSWFlat``, inner product).
-        hnsw_m: HNSW neighbours per node.
+        kind: ``"flat"`` (exact inner product, ``Flat``) or ``"hnsw"`` (``HNSW<hnsw_m>``); ignored when
+            ``factory`` is given.
+        factory: any Faiss ``index_factory`` string (``"IVF4096,PQ64"``, ``"IVF1024,SQ8"``, ``"HNSW32"``).
+        hnsw_m: HNSW neighbours per node (for ``kind="hnsw"``).
         hnsw_ef_construction: HNSW build-time beam.
         hnsw_ef_search: HNSW search-time beam used by the systems (Faiss's default, 16, loses recall).
+        nprobe: IVF lists visited per query at search time.
+        train_sample: vectors an IVF/PQ/SQ index is trained on (None: what the index asks for,
+            :func:`~clir_eval.retrieval.faiss_index.training_size`), drawn with ``seed``.
         batch_size: documents per encoder batch.
-        build_threads: Faiss threads while adding to an HNSW graph; 1 (default) keeps the graph, and so
-            the search results, identical from build to build (Faiss inserts in parallel otherwise).
+        chunk_size: documents encoded and written to disk together: the memory bound and what a killed
+            build can lose. Chunks are length-sorted inside, so batches carry little padding.
+        build_threads: Faiss threads for training and adding (0: all cores). HNSW inserts in parallel,
+            so with more than one thread its graph (and its results) can differ from build to build;
+            flat and IVF indexes are the same whatever the count.
+        keep_vectors: keep ``<index_dir>.vectors`` after the index is built (to build other kinds from
+            the same encoding without encoding again).
     """
 
     kind: str = "flat"
+    factory: str | None = None
     hnsw_m: int = 32
     hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 128
+    nprobe: int = 64
+    train_sample: int | None = None
+    seed: int = 0
     batch_size: int = 64
-    build_threads: int = 1
+    chunk_size: int = 2048
+    build_threads: int = 0
+    keep_vectors: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in INDEX_KINDS:
-            raise ValueError(f"index kind must be one of {INDEX_KINDS}, got {self.kind!r}")
-        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "batch_size", "build_threads"):
+        if self.factory is None and self.kind not in INDEX_KINDS:
+            raise ValueError(f"index kind must be one of {INDEX_KINDS} (or give a Faiss factory string), "
+                             f"got {self.kind!r}")
+        if self.factory is not None and (not isinstance(self.factory, str) or not self.factory.strip()):
+            raise ValueError(f"factory must be a Faiss index_factory string, got {self.factory!r}")
+        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "nprobe", "batch_size", "chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.build_threads < 0:
+            raise ValueError(f"build_threads must be >= 0 (0: all cores), got {self.build_threads}")
+        if self.train_sample is not None and self.train_sample < 1:
+            raise ValueError(f"train_sample must be >= 1, got {self.train_sample}")
+
+    @property
+    def factory_string(self) -> str:
+        """The Faiss ``index_factory`` string this config builds."""
+        if self.factory is not None:
+            return self.factory
+        return "Flat" if self.kind == "flat" else f"HNSW{self.hnsw_m}"
+
+    @property
+    def threads(self) -> int:
+        return self.build_threads or os.cpu_count() or 1
 
     def index_params(self) -> dict[str, Any]:
-        """The settings that change the index contents (batch size, threads and ef_search do not)."""
-        if self.kind == "flat":
-            return {"kind": "flat"}
-        return {"kind": "hnsw", "hnsw_m": self.hnsw_m, "hnsw_ef_construction": self.hnsw_ef_construction}
+        """The settings that change the index contents (batch size, threads and search knobs do not)."""
+        params: dict[str, Any] = {"factory": self.factory_string}
+        if "HNSW" in self.factory_string:
+            params["hnsw_ef_construction"] = self.hnsw_ef_construction
+        if self.train_sample is not None:
+            params["train_sample"] = self.train_sample
+        if "IVF" in self.factory_string or "PQ" in self.factory_string or "SQ" in self.factory_string:
+            params["seed"] = self.seed
+        return params
 
 
 @dataclass(frozen=True)
 class DenseIndexMeta:
     """``clir_eval_index.json``: the record of what built a dense index, read back to reuse the index when a build
-    asks for the same thing, to merge shards, and to check the queries' dimension."""
+    asks for the same thing, and to check the queries' dimension."""
 
     format: str
     corpus_sha256: str
     model: str
     encoder: dict[str, Any]  # the model's EncoderConfig
     model_sha256: str | None  # model_fingerprint(); None for a hub id
-    index: dict[str, Any]  # DenseIndexConfig.index_params(), and shard_id, shard_num, start, end for a shard
+    index: dict[str, Any]  # DenseIndexConfig.index_params()
     num_docs: int
     dim: int
     corpus_num_docs: int
-    merged_from_shards: int | None = None
+    encoded_by: int = 1  # processes that shared the encoding
 
     @classmethod
     def from_dict(cls, record: Any) -> DenseIndexMeta | None:
@@ -105,10 +151,7 @@ class DenseIndexMeta:
         return cls(**{f.name: record[f.name] for f in fields(cls) if f.name in record})
 
     def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
-        if self.merged_from_shards is None:
-            del record["merged_from_shards"]
-        return record
+        return asdict(self)
 
     def matches(self, wanted: dict[str, Any]) -> bool:
         """Whether this index was built as ``wanted`` asks (field name -> value)."""
@@ -132,17 +175,10 @@ class DenseIndexInfo:
         return self.meta.dim
 
 
-def shard_range(num_docs: int, shard_id: int, shard_num: int) -> tuple[int, int]:
-    """``[start, end)`` of shard ``shard_id`` of ``shard_num`` contiguous, near-equal shards (corpus order)."""
-    if shard_num < 1 or not 0 <= shard_id < shard_num:
-        raise ValueError(f"need 0 <= shard_id < shard_num, got shard_id={shard_id} shard_num={shard_num}")
-    return num_docs * shard_id // shard_num, num_docs * (shard_id + 1) // shard_num
-
-
-def shard_dir(index_dir: str | os.PathLike, shard_id: int, shard_num: int) -> Path:
-    """Where shard ``shard_id`` of ``shard_num`` of ``index_dir`` is built: ``<index_dir>.shard<i>of<n>``."""
+def vectors_dir(index_dir: str | os.PathLike) -> Path:
+    """Where the encoded chunks of ``index_dir`` are written while it is built: ``<index_dir>.vectors``."""
     index_dir = Path(index_dir)
-    return index_dir.with_name(f"{index_dir.name}.shard{shard_id}of{shard_num}")
+    return index_dir.with_name(f"{index_dir.name}.vectors")
 
 
 def model_fingerprint(location: str) -> str | None:
@@ -165,66 +201,167 @@ def describe_model(model: str) -> dict[str, Any]:
     return {"model": spec.name, "encoder": spec.encoder.to_dict(), "model_sha256": model_fingerprint(spec.local_path())}
 
 
+def documents_sha256(documents: Iterable[Document]) -> str:
+    """SHA-256 of documents' ids, titles and contents (for an in-memory corpus; a collection hashes its files)."""
+    digest = hashlib.sha256()
+    for doc in documents:
+        for part in (doc.docid, doc.title, doc.contents):
+            encoded = part.encode("utf-8")
+            digest.update(len(encoded).to_bytes(8, "little"))
+            digest.update(encoded)
+    return digest.hexdigest()
+
+
 def read_index_meta(index_dir: str | os.PathLike) -> DenseIndexMeta | None:
     """The record of what built a dense index, or None if it has none or an unreadable one."""
     return DenseIndexMeta.from_dict(read_json_or_none(Path(index_dir) / META_FILE))
 
 
-def _new_faiss_index(dim: int, config: DenseIndexConfig) -> Any:
-    import faiss
-
-    if config.kind == "flat":
-        return faiss.IndexFlatIP(dim)
-    index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = config.hnsw_ef_construction
-    return index
+def _check_docid(docid: str) -> None:
+    # FaissSearcher reads the docid file line by line and strips the right end.
+    if not docid or docid != docid.strip() or "\n" in docid or "\r" in docid:
+        raise ValueError(f"docid {docid!r} cannot be stored one per line (empty, or has line breaks/edge spaces)")
 
 
-@contextlib.contextmanager
-def faiss_threads(threads: int) -> Iterator[None]:
-    """Run Faiss on ``threads`` OpenMP threads, then restore the previous count.
-
-    The count is process-wide and shared with torch (one libgomp): left changed, every later torch
-    encoder in the process runs on that many cores (a study's query encoding ran 2-3x slower after
-    its first one-thread dense search).
-    """
-    import faiss
-
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(threads)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(previous)
-
-
-def _write_index(
-    directory: Path, vectors: np.ndarray, docids: Sequence[str], config: DenseIndexConfig, meta: DenseIndexMeta
-) -> None:
-    """Write ``index``, ``docid`` and the metadata into ``directory`` (a fresh temporary directory)."""
-    import faiss
-
-    for docid in docids:
-        # FaissSearcher reads the docid file line by line and strips the right end.
-        if not docid or docid != docid.strip() or "\n" in docid or "\r" in docid:
-            raise ValueError(f"docid {docid!r} cannot be stored one per line (empty, or has line breaks/edge spaces)")
-    index = _new_faiss_index(vectors.shape[1], config)
-    with faiss_threads(config.build_threads):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    faiss.write_index(index, str(directory / INDEX_FILE))
-    with atomic_write(directory / DOCID_FILE) as handle:
-        handle.writelines(f"{docid}\n" for docid in docids)
-    with atomic_write(directory / META_FILE) as handle:
-        json.dump(meta.to_dict(), handle, indent=2, sort_keys=True, ensure_ascii=False)
-        handle.write("\n")
-
-
-def encode_documents(documents: Sequence[Document], encoder: Any, show_progress: bool = False) -> np.ndarray:
+def encode_documents(documents: Sequence[Document], encoder: Any) -> np.ndarray:
     """Embed documents with a Pyserini-shaped ``DocumentEncoder`` (``encode(texts, titles=None) -> (n, d)``)."""
     texts = [doc.contents for doc in documents]
     titles = [doc.title for doc in documents] if any(doc.title for doc in documents) else None
-    vectors = encoder.encode(texts, titles=titles, show_progress=show_progress)
-    return np.asarray(vectors, dtype=np.float32)
+    return np.asarray(encoder.encode(texts, titles=titles), dtype=np.float32)
+
+
+def _chunks(documents: Iterable[Document], size: int) -> Iterator[list[Document]]:
+    chunk: list[Document] = []
+    for doc in documents:
+        chunk.append(doc)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _store_key(corpus_sha256: str, described: dict[str, Any], chunk_size: int) -> dict[str, Any]:
+    """What the encoded chunks depend on (not the index kind: one encoding serves flat, HNSW and IVF alike)."""
+    return {"format": DENSE_FORMAT, "corpus_sha256": corpus_sha256, **described, "chunk_size": chunk_size}
+
+
+def encode_corpus(
+    documents: Iterable[Document],
+    model: str,
+    index_dir: str | os.PathLike,
+    config: DenseIndexConfig = DenseIndexConfig(),
+    *,
+    corpus_sha256: str,
+    encoder: Any = None,
+    part: tuple[int, int] = (0, 1),
+    corpus_size: int | None = None,
+    show_progress: bool = False,
+) -> StreamInfo:
+    """Encode this process's chunks of the corpus into ``<index_dir>.vectors`` (skipping those already there).
+
+    Args:
+        documents: the English corpus stream, in its order (every process reads the same stream).
+        corpus_sha256: what identifies the corpus (a collection's file hash, or :func:`documents_sha256`).
+        part: ``(rank, world)``: encode the chunks ``i`` with ``i % world == rank``.
+        corpus_size: number of documents, if known (for the progress ETA only).
+
+    Returns:
+        The stream's document and chunk counts.
+    """
+    rank, world = part
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"need 0 <= rank < world, got rank={rank} world={world}")
+    if encoder is None:
+        from clir_eval.models.pyserini_adapters import DocumentEncoder
+
+        encoder = DocumentEncoder(model, batch_size=config.batch_size)
+    store = VectorChunks(vectors_dir(index_dir), _store_key(corpus_sha256, describe_model(model), config.chunk_size))
+    store.open()
+    from clir_eval.progress import progress
+
+    total = None if corpus_size is None else corpus_size // world
+    num_docs = num_chunks = encoded = 0
+    label = f"encoding {Path(str(model)).name}" + (f" (part {rank + 1} of {world})" if world > 1 else "")
+    with progress(label, total=total, unit="docs", show=show_progress) as report:
+        for number, chunk in enumerate(_chunks(documents, config.chunk_size)):
+            num_docs += len(chunk)
+            num_chunks = number + 1
+            if number % world != rank:
+                continue
+            if store.has(number):  # done by an earlier, interrupted build
+                report.skip(len(chunk))
+                continue
+            docids = [doc.docid for doc in chunk]
+            for docid in docids:
+                _check_docid(docid)
+            vectors = encode_documents(chunk, encoder)
+            if not np.isfinite(vectors).all():
+                raise ValueError(f"{model}: non-finite embeddings for documents {docids[0]}..{docids[-1]} "
+                                 f"(chunk {number}); are the model's weights broken?")
+            store.write(number, vectors, docids)
+            encoded += len(chunk)
+            report.advance(len(chunk))
+    if num_docs == 0:
+        raise ValueError("cannot index an empty corpus")
+    info = StreamInfo(num_docs, num_chunks)
+    store.finish_stream(info)
+    logger.info("%s: encoded %d documents here, %d chunks in all", store.path, encoded, num_chunks)
+    return info
+
+
+def finalize_dense_index(index_dir: str | os.PathLike, config: DenseIndexConfig = DenseIndexConfig(),
+                         encoded_by: int = 1) -> DenseIndexInfo:
+    """Build ``index_dir`` (Pyserini layout, atomically) from its encoded chunks, in corpus order.
+
+    Memory: the index itself, the training sample of an IVF/PQ/SQ index, and one chunk.
+    """
+    from clir_eval.retrieval.faiss_index import build_index, training_size
+
+    import faiss
+
+    target = Path(index_dir)
+    store_path = vectors_dir(target)
+    key = read_json_or_none(store_path / "store.json")
+    if not isinstance(key, dict):
+        raise FileNotFoundError(f"{store_path}: no encoded vectors to build {target} from")
+    store = VectorChunks(store_path, key)
+    missing = store.missing()
+    if missing:
+        raise ValueError(f"{store_path}: {len(missing)} chunk(s) not encoded yet (e.g. {missing[:5]}); "
+                         f"run the missing parts first")
+    stream = store.stream_info()
+    assert stream is not None
+    dim = int(store.vectors(0, mmap=True).shape[1])
+    factory = config.factory_string
+    wanted = training_size(factory, dim)
+    train = store.sample(config.train_sample or wanted, config.seed) if wanted is not None else None
+    meta = DenseIndexMeta(format=key["format"], corpus_sha256=key["corpus_sha256"], model=key["model"],
+                          encoder=key["encoder"], model_sha256=key["model_sha256"], index=config.index_params(),
+                          num_docs=stream.num_docs, dim=dim, corpus_num_docs=stream.num_docs, encoded_by=encoded_by)
+    with atomic_directory(target) as tmp:
+        with atomic_write(tmp / DOCID_FILE) as handle:
+            for index in range(stream.num_chunks):
+                handle.writelines(f"{docid}\n" for docid in store.docids(index))
+        from clir_eval.progress import progress
+
+        with progress(f"building {factory} index", total=stream.num_docs, unit="vectors", show=False) as report:
+            def chunks() -> Iterator[np.ndarray]:
+                for vectors, _ in store.iter_chunks():
+                    yield vectors
+                    report.advance(len(vectors))
+
+            index = build_index(factory, dim, chunks(), train, config.threads,
+                                hnsw_ef_construction=config.hnsw_ef_construction)
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+        del index
+        with atomic_write(tmp / META_FILE) as handle:
+            json.dump(meta.to_dict(), handle, indent=2, sort_keys=True, ensure_ascii=False)
+            handle.write("\n")
+    if not config.keep_vectors:
+        store.remove()
+    logger.info("built dense index %s (%s, %s, %d documents, dim %d)", target, meta.model, factory, meta.num_docs, dim)
+    return DenseIndexInfo(target, meta)
 
 
 def build_dense_index(
@@ -232,60 +369,81 @@ def build_dense_index(
     model: str,
     index_dir: str | os.PathLike,
     config: DenseIndexConfig = DenseIndexConfig(),
-    shard: tuple[int, int] | None = None,
     encoder: Any = None,
     force: bool = False,
     show_progress: bool = False,
+    *,
+    corpus_sha256: str | None = None,
+    corpus_size: int | None = None,
+    part: tuple[int, int] | None = None,
+    barrier: Callable[[], None] | None = None,
 ) -> DenseIndexInfo:
     """Encode ``documents`` with ``model`` (built-in name, directory or hub id) into a Pyserini Faiss index.
 
     Args:
-        documents: the English corpus, in its order (the order of ``docid``).
+        documents: the English corpus, in its order (the order of ``docid``), read once as a stream.
         model: the encoder; recorded with its encoder config and weights fingerprint.
-        index_dir: the index directory (built atomically); with ``shard=(i, n)``, the shard goes to
-            :func:`shard_dir` ``(index_dir, i, n)`` instead and always holds a flat index.
+        index_dir: the index directory (built atomically; resumable through ``<index_dir>.vectors``).
         encoder: an already loaded Pyserini-shaped ``DocumentEncoder`` for ``model`` (loaded here if None).
         force: rebuild even when the directory records the same model, settings and corpus.
+        corpus_sha256: the corpus's identity (a collection passes its files' hash); None hashes the documents,
+            which are then held in memory (fine for an in-memory list, not for a 1M-document stream).
+        part, barrier: ``(rank, world)`` of a launcher and its barrier: every rank encodes its chunks, rank 0
+            builds the index, and the others wait for it.
 
     Returns:
         The index directory and its metadata (``reused`` when an existing index matched).
     """
-    docs, corpus_sha = corpus_fingerprint(documents)
-    if not docs:
-        raise ValueError("cannot index an empty corpus")
+    if corpus_sha256 is None:
+        documents = documents if isinstance(documents, Sequence) else list(documents)
+        corpus_sha256 = documents_sha256(documents)
+    rank, world = part or (0, 1)
+    if world > 1 and barrier is None:
+        raise ValueError("several processes need a barrier to wait for each other")
     target = Path(index_dir)
-    params = config.index_params()
-    start, end = 0, len(docs)
-    if shard is not None:
-        start, end = shard_range(len(docs), *shard)
-        target = shard_dir(index_dir, *shard)
-        params = {"kind": "flat", "shard_id": shard[0], "shard_num": shard[1], "start": start, "end": end}
     described = describe_model(model)
-    wanted = {"format": DENSE_FORMAT, "corpus_sha256": corpus_sha, **described, "index": params}
-    with build_lock(target):  # a second process waits for this build and then reuses it
-        meta = read_index_meta(target)
-        if not force and meta is not None and meta.matches(wanted):
-            logger.info("reusing dense index %s (%s, %d documents)", target, meta.model, meta.num_docs)
-            return DenseIndexInfo(target, meta, reused=True)
-        if meta is not None:
-            logger.info("rebuilding dense index %s: it was built from another model, corpus or setting", target)
-        if encoder is None:
-            from clir_eval.models.pyserini_adapters import DocumentEncoder
+    wanted = {"format": DENSE_FORMAT, "corpus_sha256": corpus_sha256, **described, "index": config.index_params()}
+    meta = read_index_meta(target)
+    if not force and meta is not None and meta.matches(wanted):
+        logger.info("reusing dense index %s (%s, %d documents)", target, meta.model, meta.num_docs)
+        return DenseIndexInfo(target, meta, reused=True)
+    if encoder is None:
+        from clir_eval.models.pyserini_adapters import DocumentEncoder
 
-            encoder = DocumentEncoder(model, batch_size=config.batch_size)
-        part = docs[start:end]
-        vectors = encode_documents(part, encoder, show_progress=show_progress) if part else None
-        if vectors is None:
-            raise ValueError(f"shard {shard} of {len(docs)} documents is empty; use fewer shards")
-        meta = DenseIndexMeta(**wanted, num_docs=len(part), dim=int(vectors.shape[1]), corpus_num_docs=len(docs))
-        with atomic_directory(target) as tmp:
-            _write_index(tmp, vectors, [doc.docid for doc in part], replace(config, kind=params["kind"]), meta)
-        logger.info("built dense index %s (%s, %d documents, dim %d)", target, meta.model, meta.num_docs, meta.dim)
-        return DenseIndexInfo(target, meta)
+        encoder = DocumentEncoder(model, batch_size=config.batch_size)
+    from clir_eval.retrieval.faiss_index import check_factory
+
+    check_factory(config.factory_string, _encoder_dim(encoder))  # a bad factory string costs no encoding
+    if world == 1:
+        with build_lock(target):  # a second process waits for this build and then reuses it
+            meta = read_index_meta(target)
+            if not force and meta is not None and meta.matches(wanted):
+                return DenseIndexInfo(target, meta, reused=True)
+            encode_corpus(documents, model, target, config, corpus_sha256=corpus_sha256, encoder=encoder,
+                          corpus_size=corpus_size, show_progress=show_progress)
+            return finalize_dense_index(target, config)
+    encode_corpus(documents, model, target, config, corpus_sha256=corpus_sha256, encoder=encoder, part=(rank, world),
+                  corpus_size=corpus_size, show_progress=show_progress)
+    barrier()
+    if rank == 0:
+        finalize_dense_index(target, config, encoded_by=world)
+    barrier()
+    meta = read_index_meta(target)
+    assert meta is not None
+    return DenseIndexInfo(target, meta)
+
+
+def _encoder_dim(encoder: Any) -> int:
+    """The embedding size of a Pyserini-shaped document encoder (one probe text when it does not say)."""
+    model = getattr(encoder, "model", None)
+    dim = getattr(model, "dim", None)
+    if isinstance(dim, int):
+        return dim
+    return int(np.asarray(encoder.encode(["dimension probe"])).shape[1])
 
 
 def read_vectors(index_dir: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
-    """All vectors (``(n, d)`` float32, in docid-file order) and docids of a Pyserini-layout Faiss index."""
+    """All vectors (``(n, d)`` float32, in docid-file order) and docids of a flat or HNSW index directory."""
     import faiss
 
     index_dir = Path(index_dir)
@@ -293,48 +451,8 @@ def read_vectors(index_dir: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     docids = (index_dir / DOCID_FILE).read_text(encoding="utf-8").splitlines()
     if len(docids) != index.ntotal:
         raise ValueError(f"{index_dir}: {index.ntotal} vectors but {len(docids)} docids")
-    # IndexFlatIP and IndexHNSWFlat both store the raw vectors and can reconstruct them exactly.
+    # IndexFlatIP and IndexHNSWFlat store the raw vectors and reconstruct them exactly (quantised ones do not).
     return index.reconstruct_n(0, index.ntotal).astype(np.float32, copy=False), docids
-
-
-def merge_dense_shards(
-    index_dir: str | os.PathLike, shard_num: int, config: DenseIndexConfig = DenseIndexConfig()
-) -> DenseIndexInfo:
-    """Merge shards ``0..shard_num-1`` of ``index_dir`` (built with ``shard=(i, shard_num)``) into ``index_dir``.
-
-    The shards must share model, encoder config, weights and corpus, and cover the corpus contiguously;
-    the vectors are concatenated in shard order, so the result has the same docids, order and vectors as
-    an unsharded build (up to float rounding from different encoder batches).
-    """
-    metas = []
-    for shard_id in range(shard_num):
-        path = shard_dir(index_dir, shard_id, shard_num)
-        meta = read_index_meta(path)
-        if meta is None:
-            raise FileNotFoundError(f"shard {shard_id} of {shard_num} is missing: no readable {path / META_FILE}")
-        metas.append((path, meta))
-    first = metas[0][1]
-    shared = ("format", "corpus_sha256", "model", "encoder", "model_sha256", "corpus_num_docs", "dim")
-    expected_start = 0
-    for path, meta in metas:
-        for name in shared:
-            if getattr(meta, name) != getattr(first, name):
-                raise ValueError(f"{path}: {name} differs from shard 0 ({getattr(meta, name)!r} != "
-                                 f"{getattr(first, name)!r})")
-        if meta.index.get("start") != expected_start:
-            raise ValueError(f"{path}: starts at document {meta.index.get('start')}, expected {expected_start}")
-        expected_start = meta.index["end"]
-    if expected_start != first.corpus_num_docs:
-        raise ValueError(f"shards cover {expected_start} of {first.corpus_num_docs} documents")
-    parts = [read_vectors(path) for path, _ in metas]
-    vectors = np.concatenate([v for v, _ in parts])
-    docids = [d for _, ids in parts for d in ids]
-    meta = replace(first, index=config.index_params(), num_docs=len(docids), merged_from_shards=shard_num)
-    target = Path(index_dir)
-    with atomic_directory(target) as tmp:
-        _write_index(tmp, vectors, docids, config, meta)
-    logger.info("merged %d shards into %s (%d documents)", shard_num, target, len(docids))
-    return DenseIndexInfo(target, meta)
 
 
 def encode_queries(topics: Sequence[Topic], encoder: Any) -> np.ndarray:
@@ -352,13 +470,15 @@ def search_dense(
     k: int = 1000,
     threads: int = 1,
     ef_search: int | None = None,
+    nprobe: int | None = None,
 ) -> Hits:
     """Top-``k`` inner-product hits per query with Pyserini's ``FaissSearcher.batch_search``.
 
     Args:
         qids: query ids, one per row of ``queries``.
         queries: ``(n, d)`` float32 query embeddings (see :func:`encode_queries`).
-        ef_search: HNSW search beam (``FaissSearcher.set_hnsw_ef_search``); ignored for flat indexes.
+        ef_search: HNSW search beam; ignored by other indexes.
+        nprobe: IVF lists visited per query; ignored by other indexes.
 
     Returns:
         ``{qid: [(docid, score), ...]}`` best first, every qid present.
@@ -380,8 +500,7 @@ def search_dense(
     from pyserini.search.faiss import FaissSearcher
 
     searcher = FaissSearcher(str(index_dir), None)
-    if ef_search is not None and hasattr(searcher.index, "hnsw"):
-        searcher.set_hnsw_ef_search(ef_search)
+    set_search_params(searcher.index, nprobe=nprobe, ef_search=ef_search)
     if not qids:
         return {}
     # batch_search calls faiss.omp_set_num_threads(threads) itself and leaves it so.

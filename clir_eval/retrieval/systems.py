@@ -338,6 +338,7 @@ def _dense_models(spec: SystemSpec, options: SystemOptions) -> tuple[str, str]:
 def _dense_hits(spec: SystemSpec, collection: "Collection", topics: list[Topic], split: str, indexes: IndexDirs,
                 hits: int, options: SystemOptions) -> Hits:
     from clir_eval.models.pyserini_adapters import DocumentEncoder, QueryEncoder
+    from clir_eval.io import sha256_tree
     from clir_eval.retrieval.dense import build_dense_index, encode_queries, search_dense
 
     doc_model, query_name = _dense_models(spec, options)
@@ -347,7 +348,8 @@ def _dense_hits(spec: SystemSpec, collection: "Collection", topics: list[Topic],
     doc_encoder = (DocumentEncoder(query_encoder.model, batch_size=options.dense_index.batch_size)
                    if doc_model == query_name else None)
     info = build_dense_index(collection.documents(), doc_model, indexes.dense_for(doc_model), options.dense_index,
-                             encoder=doc_encoder, show_progress=options.show_progress)
+                             encoder=doc_encoder, show_progress=options.show_progress,
+                             corpus_sha256=sha256_tree(collection.corpus_path))
     if spec.upper_bound:  # the dense oracle encodes the human English topic of each qid
         english = {t.qid: t for t in _oracle_topics(collection, split)}
         missing = [t.qid for t in topics if t.qid not in english]
@@ -355,9 +357,8 @@ def _dense_hits(spec: SystemSpec, collection: "Collection", topics: list[Topic],
             raise ValueError(f"no English (oracle) topic for {len(missing)} qid(s), e.g. {missing[:3]}")
         topics = [english[t.qid] for t in topics]
     vectors = encode_queries(topics, query_encoder)
-    ef_search = options.dense_index.hnsw_ef_search if info.meta.index["kind"] == "hnsw" else None
     return search_dense(info.path, [t.qid for t in topics], vectors, k=hits, threads=options.search_threads,
-                        ef_search=ef_search)
+                        ef_search=options.dense_index.hnsw_ef_search, nprobe=options.dense_index.nprobe)
 
 
 def search_system(spec: str | SystemSpec, collection: "Collection", lang: str, split: str = "test", *,
