@@ -1,0 +1,266 @@
+"""Dense indexing at collection scale: seconds and peak memory per step at 10k / 100k / 1M passages.
+
+Everything is built from text the repository ships (no download):
+
+* **Collections.** Passages of 3-5 English LAFAND sentences (``collections/lafand/*-en.*.jsonl.gz``), drawn with a
+  seed, written as a bring-your-own collection (``corpus.jsonl.gz``, topics and qrels) in a temporary folder. The
+  queries are NTREX's 1,997 English sentences (the oracle topics of the ``ntrex`` collection).
+* **Encoders.** ``--model teacher`` is all-MiniLM-L6-v2. ``--model light`` is the same model cut to its
+  first ``--light-layers`` transformer layers (0: the embedding layer only), built here: real token vectors at a small
+  fraction of the teacher's cost. It measures what the pipeline itself costs at 1M documents (reading, tokenising,
+  chunk files, the index), and gives 384-d vectors with a realistic spread for the recall of compressed indexes.
+  The full teacher at 1M takes hours on 2 cores.
+
+Each step runs as its own ``clir-eval`` subprocess; its wall time and peak RSS come from ``os.wait4``.
+
+Steps (``--steps``):
+
+* ``index``: ``clir-eval index dense`` (flat), the encoded chunks kept for the other kinds.
+* ``resume``: the same build killed (SIGKILL) at about half its time, then run again; prints the rerun's time as a
+  fraction of an uninterrupted build and whether the vectors are identical.
+* ``kinds``: IVF/PQ/SQ/HNSW indexes built from the kept vectors (``--factory`` strings), each searched for the NTREX
+  English queries at 100 hits; recall@100 against flat's hits and queries/s against flat's, side by side.
+* ``speed``: encoding passages/s of the teacher with ``--threads 1`` (the old default) against all cores, in fp32 and
+  bf16, interleaved, with the machine's fp32 matmul rate measured in the same run and the share of it reached.
+
+Usage::
+
+    python benchmarks/bench_dense_scale.py --sizes 10000 100000 1000000 --model light --steps index
+    python benchmarks/bench_dense_scale.py --sizes 1000000 --model light --steps kinds
+    python benchmarks/bench_dense_scale.py --sizes 2000 --model teacher --steps speed
+    python benchmarks/bench_dense_scale.py --sizes 20000 --model light --steps resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "clir_eval"]
+
+
+def english_sentences() -> list[str]:
+    """The English side of every shipped LAFAND pair (about 60k sentences)."""
+    sentences = []
+    for file in sorted((ROOT / "collections" / "lafand").glob("*-en.*.jsonl.gz")):
+        with gzip.open(file, "rt", encoding="utf-8") as handle:
+            sentences.extend(json.loads(line)["target"] for line in handle if line.strip())
+    return sentences
+
+
+def make_collection(root: Path, size: int, seed: int = 0) -> Path:
+    """A collection of ``size`` passages (3-5 sentences each) and NTREX's English queries."""
+    from clir_eval.collections.registry import load_collection
+
+    if (root / "corpus.jsonl.gz").is_file():
+        return root
+    rng = random.Random(seed)
+    sentences = english_sentences()
+    root.mkdir(parents=True, exist_ok=True)
+    with gzip.open(root / "corpus.jsonl.gz", "wt", encoding="utf-8", compresslevel=1) as handle:
+        for i in range(size):
+            text = " ".join(rng.choice(sentences) for _ in range(rng.randint(3, 5)))
+            handle.write(json.dumps({"id": f"p{i}", "contents": text}, ensure_ascii=False) + "\n")
+    ntrex = load_collection("ntrex")
+    (root / "topics").mkdir(exist_ok=True)
+    shutil.copy(ntrex.topics_path("en", "test"), root / "topics" / f"en{Path(ntrex.topics_path('en', 'test')).suffix}")
+    # One judgement per query, so the collection validates; the scores are not the point here.
+    qids = [t.qid for t in ntrex.topics("en", "test")]
+    (root / "qrels.txt").write_text("".join(f"{q} 0 p0 1\n" for q in qids), encoding="utf-8")
+    return root
+
+
+def make_light_model(path: Path, layers: int) -> Path:
+    """all-MiniLM-L6-v2 cut to its first ``layers`` layers (its tokenizer, pooling and normalisation kept)."""
+    from transformers import AutoModel
+
+    from clir_eval.models.registry import resolve_model
+
+    if (path / "config.json").is_file():
+        return path
+    source = Path(resolve_model("minilm-l6").local_path())
+    shutil.copytree(source, path, ignore=shutil.ignore_patterns("model.safetensors", "pytorch_model.bin", "config.json"))
+    model = AutoModel.from_pretrained(source)
+    model.encoder.layer = model.encoder.layer[:layers]
+    model.config.num_hidden_layers = layers
+    model.save_pretrained(path)
+    return path
+
+
+def timed(command: list[str], env: dict[str, str], kill_after: float | None = None) -> tuple[float, float, int]:
+    """``(seconds, peak RSS in GiB, exit code)`` of one subprocess (killed with SIGKILL after ``kill_after`` s)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if kill_after is not None:
+        try:
+            process.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, -signal.SIGKILL):
+        print(stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"failed ({code}): {' '.join(command)}")
+    return seconds, usage.ru_maxrss / 2**20, code
+
+
+def index_command(collection: Path, model: str, out: Path, *extra: str) -> list[str]:
+    return [*CLI, "index", "dense", "--collection", str(collection), "--model", model, "--out", str(out), *extra]
+
+
+def step_index(collection: Path, model: str, work: Path, env: dict[str, str], size: int) -> None:
+    out = work / "flat"
+    seconds, rss, _ = timed(index_command(collection, model, out, "--keep-vectors"), env)
+    vectors_gib = size * 384 * 4 / 2**30
+    print(f"index  {size:>9,} docs  {seconds:8.1f} s  {size / seconds:8.1f} docs/s  peak RSS {rss:5.2f} GiB "
+          f"(vectors {vectors_gib:.2f} GiB, so {rss - vectors_gib:+.2f} GiB beyond them)", flush=True)
+
+
+def step_resume(collection: Path, model: str, work: Path, env: dict[str, str], size: int) -> None:
+    import numpy as np
+
+    from clir_eval.retrieval.dense import read_vectors
+
+    whole, _, _ = timed(index_command(collection, model, work / "whole", "--chunk-size", "1024"), env)
+    killed_at = whole / 2
+    timed(index_command(collection, model, work / "killed", "--chunk-size", "1024"), env, kill_after=killed_at)
+    rerun, _, _ = timed(index_command(collection, model, work / "killed", "--chunk-size", "1024"), env)
+    same = np.array_equal(read_vectors(work / "whole")[0], read_vectors(work / "killed")[0])
+    print(f"resume {size:>9,} docs  uninterrupted {whole:.1f} s; killed at {killed_at:.1f} s, rerun {rerun:.1f} s "
+          f"= {rerun / whole:.2f}x; identical vectors: {same}", flush=True)
+
+
+def step_kinds(collection: Path, model: str, work: Path, env: dict[str, str], size: int, factories: list[str],
+               nprobes: list[int], threads: int) -> None:
+    import numpy as np
+
+    from clir_eval.collections.registry import load_collection
+    from clir_eval.models.pyserini_adapters import QueryEncoder
+    from clir_eval.retrieval.dense import encode_queries, search_dense
+
+    flat = work / "flat"
+    if not (flat / "index").is_file():
+        timed(index_command(collection, model, flat, "--keep-vectors"), env)
+    topics = load_collection(collection).topics("en", "test")
+    queries = encode_queries(topics, QueryEncoder(model))
+    qids = [t.qid for t in topics]
+
+    def search(index: Path, **knobs: int) -> tuple[dict, float]:
+        start = time.perf_counter()
+        hits = search_dense(index, qids, queries, k=100, threads=threads, **knobs)
+        return hits, time.perf_counter() - start
+
+    search(flat)  # the first search starts Java (Pyserini's searcher module): not part of any index's speed
+    exact, flat_seconds = search(flat)
+    print(f"kinds  {size:>9,} docs  Flat: {len(qids) / flat_seconds:9.1f} queries/s (recall 1.000)", flush=True)
+    for factory in factories:
+        out = work / factory.replace(",", "_")
+        seconds, rss, _ = timed(index_command(collection, model, out, "--factory", factory, "--keep-vectors"), env)
+        size_mib = (out / "index").stat().st_size / 2**20
+        for nprobe in nprobes:
+            found, elapsed = search(out, nprobe=nprobe, ef_search=nprobe)
+            recall = np.mean([len({d for d, _ in found[q]} & {d for d, _ in exact[q]}) / max(1, len(exact[q]))
+                              for q in qids])
+            print(f"kinds  {size:>9,} docs  {factory:<14} nprobe/efSearch {nprobe:>4}: recall@100 {recall:.3f}, "
+                  f"{len(qids) / elapsed:9.1f} queries/s = {flat_seconds / elapsed:5.1f}x flat; build {seconds:.0f} s, "
+                  f"peak {rss:.2f} GiB, index {size_mib:,.0f} MiB", flush=True)
+
+
+def matmul_gflops(threads: int) -> float:
+    """fp32 GEMM rate (GFLOP/s) at the shapes of a MiniLM layer (a batch of 64 x 128 tokens, 384 -> 1536)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(64 * 128, 384), torch.randn(384, 1536)
+    for _ in range(3):
+        a @ b
+    start, repeats = time.perf_counter(), 20
+    for _ in range(repeats):
+        a @ b
+    return 2 * a.shape[0] * 384 * 1536 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def step_speed(size: int, threads: int, rounds: int) -> None:
+    """Passages/s of the teacher: one thread fp32 (the old default) against all cores fp32 and bf16, interleaved."""
+    import torch
+
+    from clir_eval.models.sentence import SentenceEncoder
+
+    rng = random.Random(0)
+    sentences = english_sentences()
+    passages = [" ".join(rng.choice(sentences) for _ in range(rng.randint(3, 5))) for _ in range(size)]
+    model = SentenceEncoder.from_pretrained("minilm-l6")
+    tokens = sum(len(ids) for ids in model.tokenizer(passages, truncation=True,
+                                                     max_length=model.config.max_length)["input_ids"])
+    # Multiply-adds of the six layers per token (QKV, output, two FFN matrices), attention scores left out.
+    flops_per_token = 2 * 6 * (4 * 384 * 384 + 2 * 384 * 1536)
+    settings = [("1 thread fp32", 1, torch.float32), (f"{threads} threads fp32", threads, torch.float32),
+                (f"{threads} threads bf16", threads, torch.bfloat16)]
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, count, dtype in settings:
+            torch.set_num_threads(count)
+            model.to(dtype)
+            start = time.perf_counter()
+            model.encode(passages, role="passage", batch_size=64)
+            best[name] = max(best.get(name, 0.0), size / (time.perf_counter() - start))
+    peak = matmul_gflops(threads)
+    print(f"speed  {size:,} passages, {tokens / size:.0f} tokens each; fp32 matmul rate on {threads} threads: "
+          f"{peak:.0f} GFLOP/s", flush=True)
+    for name, _, _ in settings:
+        gflops = best[name] * tokens / size * flops_per_token / 1e9
+        print(f"speed  {name:<18} {best[name]:7.1f} passages/s = {best[name] / best[settings[0][0]]:4.2f}x one thread; "
+              f"{gflops:5.1f} GFLOP/s = {gflops / peak:.0%} of the fp32 matmul rate", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000])
+    parser.add_argument("--model", choices=("light", "teacher"), default="light")
+    parser.add_argument("--light-layers", type=int, default=0)
+    parser.add_argument("--steps", nargs="+", default=["index"], choices=("index", "resume", "kinds", "speed"))
+    parser.add_argument("--factory", nargs="+", default=["IVF1024,SQ8", "IVF1024,PQ64"])
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rounds", type=int, default=2, help="speed: interleaved rounds (best kept)")
+    parser.add_argument("--work", type=Path, default=None, help="keep collections and indexes here (default: temp)")
+    args = parser.parse_args()
+
+    work_root = args.work or Path(tempfile.mkdtemp(prefix="bench-dense-scale."))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "CLIR_EVAL_CACHE": str(work_root / "cache")}
+    model = ("minilm-l6" if args.model == "teacher"
+             else str(make_light_model(work_root / f"light-{args.light_layers}", args.light_layers)))
+    print(f"model: {args.model} ({model}); threads: {args.threads}; work: {work_root}", flush=True)
+    try:
+        for size in args.sizes:
+            if "speed" in args.steps:
+                step_speed(size, args.threads, args.rounds)
+            collection = make_collection(work_root / f"corpus-{size}", size)
+            work = work_root / f"{args.model}-{size}"
+            work.mkdir(exist_ok=True)
+            if "index" in args.steps:
+                step_index(collection, model, work, env, size)
+            if "resume" in args.steps:
+                step_resume(collection, model, work, env, size)
+            if "kinds" in args.steps:
+                step_kinds(collection, model, work, env, size, args.factory, args.nprobe, args.threads)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work_root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
