@@ -18,10 +18,25 @@ _settings = {"debug": False}
 _PACKAGE = Path(__file__).resolve().parent
 
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("clir-eval")
+    except importlib.metadata.PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+        from clir_eval import __version__ as version
+    typer.echo(f"clir-eval {version}")
+    raise typer.Exit()
+
+
 @app.callback()
 def _configure(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of every error, bad input included."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the installed version and exit."),
 ) -> None:
     from rich.logging import RichHandler
 
@@ -125,8 +140,8 @@ def models_provision() -> None:
 @app.command("run")
 @_user_errors
 def run_command(
-    config: Path = typer.Argument(None, help="Study config (YAML); default: configs/default.yaml."),
-    full: bool = typer.Option(False, "--full", help="Run configs/full.yaml: all the bitext, more languages (hours on a CPU)."),
+    config: Path = typer.Argument(None, help="Study config (YAML); default: the shipped configs/default.yaml."),
+    full: bool = typer.Option(False, "--full", help="Run the shipped configs/full.yaml: all the bitext, more languages (hours on a CPU)."),
     output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Override the config's output_dir."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Step cache (default: $CLIR_EVAL_CACHE/steps)."),
 ) -> None:
@@ -137,13 +152,13 @@ def run_command(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from clir_eval.experiment.config import FULL_CONFIG, load_config
+    from clir_eval.experiment.config import full_config, load_config
     from clir_eval.experiment.runner import run_study
 
     if full and config is not None:
-        _fail([f"give a CONFIG or --full, not both (--full runs {FULL_CONFIG})"])
+        _fail([f"give a CONFIG or --full, not both (--full runs {full_config()})"])
     if full:
-        config = FULL_CONFIG
+        config = full_config()
     study = load_config(config, overrides={"output_dir": str(output_dir)} if output_dir else None)
     result = run_study(study, cache_root=cache_dir, command=shlex.join(["clir-eval", *sys.argv[1:]]))
     console = Console()
@@ -169,11 +184,14 @@ def collections_list(
     from rich.console import Console
     from rich.table import Table
 
-    from clir_eval.collections.registry import list_collections, load_collection
+    from clir_eval.collections.registry import list_collections, load_collection, where_builtins_are
     from clir_eval.collections.summary import summarize
 
+    names = name or list_collections()
+    if not names:  # never an empty table: say where the built-ins were looked for
+        _fail([f"no built-in collections: {where_builtins_are()}"])
     table = Table("collection", "split", "language", "group", "#queries", "#docs", "#qrels (relevant)")
-    for item in name or list_collections():
+    for item in names:
         for row in summarize(load_collection(item, validate=False)):
             table.add_row(row.collection, row.split, row.lang, row.group, f"{row.num_queries:,}",
                           f"{row.num_documents:,}", f"{row.num_relevant:,}")
@@ -212,7 +230,7 @@ def collections_validate(
 @_user_errors
 def collections_build(
     source: str = typer.Option(..., "--source", help="Folder holding xquad-r/, ntrex/ and lafand/ (the original data)."),
-    dest: str = typer.Option(None, "--dest", help="Data root to write into (default: $CLIR_EVAL_DATA or the repository)."),
+    dest: str = typer.Option(None, "--dest", help="Data root to write into (default: $CLIR_EVAL_DATA, else the package data: the repository's folders in a checkout)."),
 ) -> None:
     """Maintainer command: convert the original datasets into the committed collections (deterministic)."""
     from rich.console import Console
