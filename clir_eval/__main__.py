@@ -1,4 +1,4 @@
-"""``python -m clir_eval``: the same command line as ``clir-eval``."""
+"""``python -m clir_eval``: the ``clir-eval`` command (also what ``torchrun -m clir_eval`` starts)."""
 
 from clir_eval.cli import main
 
