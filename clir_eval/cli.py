@@ -140,8 +140,8 @@ def models_provision() -> None:
 @app.command("run")
 @_user_errors
 def run_command(
-    config: Path = typer.Argument(None, help="Study config (YAML); default: the shipped configs/default.yaml."),
-    full: bool = typer.Option(False, "--full", help="Run the shipped configs/full.yaml: all the bitext, more languages (hours on a CPU)."),
+    config: Path = typer.Argument(None, help="Study config (YAML); default: configs/default.yaml."),
+    full: bool = typer.Option(False, "--full", help="Run configs/full.yaml: all the bitext, more languages (hours on a CPU)."),
     output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Override the config's output_dir."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Step cache (default: $CLIR_EVAL_CACHE/steps)."),
 ) -> None:
@@ -152,13 +152,13 @@ def run_command(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from clir_eval.experiment.config import full_config, load_config
+    from clir_eval.experiment.config import FULL_CONFIG, load_config
     from clir_eval.experiment.runner import run_study
 
     if full and config is not None:
-        _fail([f"give a CONFIG or --full, not both (--full runs {full_config()})"])
+        _fail([f"give a CONFIG or --full, not both (--full runs {FULL_CONFIG})"])
     if full:
-        config = full_config()
+        config = FULL_CONFIG
     study = load_config(config, overrides={"output_dir": str(output_dir)} if output_dir else None)
     result = run_study(study, cache_root=cache_dir, command=shlex.join(["clir-eval", *sys.argv[1:]]))
     console = Console()

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, fields, replace
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 from clir_eval.experiment.schema import ConfigError, from_mapping, to_mapping
 
+#: The study ``clir-eval run`` performs with no argument: ``default.yaml`` of the configs shipped as package data
+#: (:mod:`clir_eval.resources`; ``configs/`` in the repository). Only a path: nothing is read at import.
+DEFAULT_CONFIG = Path(str(files("clir_eval").joinpath("data", "configs", "default.yaml")))
+#: The default study on all the bitext and more languages (``clir-eval run --full``).
+FULL_CONFIG = DEFAULT_CONFIG.with_name("full.yaml")
 METHODS = ("kd", "ot", "contrastive", "kd+ot", "kd+contrastive")
 
 
@@ -263,20 +269,6 @@ def expand_sweep(sweep: SweepSpec) -> tuple[StudentSpec, ...]:
     return tuple(students)
 
 
-def default_config() -> Path:
-    """The study ``clir-eval run`` performs with no argument: ``default.yaml`` of the shipped configs."""
-    from clir_eval.resources import config_dir
-
-    return config_dir() / "default.yaml"
-
-
-def full_config() -> Path:
-    """The default study on all the bitext and more languages (``clir-eval run --full``)."""
-    from clir_eval.resources import config_dir
-
-    return config_dir() / "full.yaml"
-
-
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read and validate a YAML study config (default: ``configs/default.yaml``).
 
@@ -285,7 +277,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """
     from clir_eval.io import InputFileError, parse_yaml
 
-    path = Path(path) if path is not None else default_config()
+    path = Path(path) if path is not None else DEFAULT_CONFIG
     try:
         data = parse_yaml(path.read_text(encoding="utf-8"), path)
     except InputFileError as exc:
