@@ -11,9 +11,6 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-#: The folders under ``clir_eval/data/`` (each a symlink to the repository root's folder of the same name).
-DATA_FOLDERS = ("collections", "topics", "qrels", "regressions", "configs")
-
 
 def package_data_dir() -> Path:
     """``clir_eval/data`` of the installed package, as a directory on disk.
@@ -32,7 +29,3 @@ def package_data_dir() -> Path:
                                 str(root))
     return root
 
-
-def config_dir() -> Path:
-    """The study configs shipped with the package (``configs/`` in the repository)."""
-    return package_data_dir() / "configs"
