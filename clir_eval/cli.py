@@ -18,10 +18,25 @@ _settings = {"debug": False}
 _PACKAGE = Path(__file__).resolve().parent
 
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("clir-eval")
+    except importlib.metadata.PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+        from clir_eval import __version__ as version
+    typer.echo(f"clir-eval {version}")
+    raise typer.Exit()
+
+
 @app.callback()
 def _configure(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of every error, bad input included."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the installed version and exit."),
 ) -> None:
     from rich.logging import RichHandler
 
@@ -169,11 +184,14 @@ def collections_list(
     from rich.console import Console
     from rich.table import Table
 
-    from clir_eval.collections.registry import list_collections, load_collection
+    from clir_eval.collections.registry import list_collections, load_collection, where_builtins_are
     from clir_eval.collections.summary import summarize
 
+    names = name or list_collections()
+    if not names:  # never an empty table: say where the built-ins were looked for
+        _fail([f"no built-in collections: {where_builtins_are()}"])
     table = Table("collection", "split", "language", "group", "#queries", "#docs", "#qrels (relevant)")
-    for item in name or list_collections():
+    for item in names:
         for row in summarize(load_collection(item, validate=False)):
             table.add_row(row.collection, row.split, row.lang, row.group, f"{row.num_queries:,}",
                           f"{row.num_documents:,}", f"{row.num_relevant:,}")
@@ -212,7 +230,7 @@ def collections_validate(
 @_user_errors
 def collections_build(
     source: str = typer.Option(..., "--source", help="Folder holding xquad-r/, ntrex/ and lafand/ (the original data)."),
-    dest: str = typer.Option(None, "--dest", help="Data root to write into (default: $CLIR_EVAL_DATA or the repository)."),
+    dest: str = typer.Option(None, "--dest", help="Data root to write into (default: $CLIR_EVAL_DATA, else the package data: the repository's folders in a checkout)."),
 ) -> None:
     """Maintainer command: convert the original datasets into the committed collections (deterministic)."""
     from rich.console import Console

@@ -168,7 +168,7 @@ class RegressionSpec:
 
 
 def spec_dir() -> Path:
-    """``<data root>/regressions`` (the repository's, or ``$CLIR_EVAL_DATA``'s)."""
+    """``<data root>/regressions`` (the package data's, i.e. the repository's in a checkout, or ``$CLIR_EVAL_DATA``'s)."""
     from clir_eval.collections.registry import data_root
 
     return data_root() / SPEC_DIR

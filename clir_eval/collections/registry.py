@@ -10,7 +10,9 @@ A collection is a corpus, per-split qrels and per-split, per-language topics. It
       or topics/<split>/<lang>.<ext>                with <split>.qrels
 
 Built-in collections live under ``<data root>/collections/<name>/collection.yaml``; the data root
-is ``$CLIR_EVAL_DATA`` when set, else the repository holding this package (editable install).
+is ``$CLIR_EVAL_DATA`` when set, else the package data (:mod:`clir_eval.resources`: the repository's
+``collections/``, ``topics/``, ``qrels/`` in a checkout, copies of them in a wheel). Adding a built-in collection
+is adding its folders there.
 """
 
 from __future__ import annotations
@@ -54,12 +56,14 @@ _SPLIT_KEYS = ("qrels", "topics")
 
 
 def data_root() -> Path:
-    """Folder holding ``collections/``, ``topics/`` and ``qrels/``: ``$CLIR_EVAL_DATA``, else the repository root."""
+    """Folder holding ``collections/``, ``topics/``, ``qrels/`` and ``regressions/``: ``$CLIR_EVAL_DATA`` when set,
+    else the package data (:func:`clir_eval.resources.package_data_dir`)."""
+    from clir_eval.resources import package_data_dir
+
     override = os.environ.get(DATA_ENV)
     if override:
         return Path(override).expanduser().resolve()
-    # clir_eval/collections/registry.py -> the repository root of an editable install.
-    return Path(__file__).resolve().parents[2]
+    return package_data_dir()
 
 
 def builtin_dir() -> Path:
@@ -170,11 +174,24 @@ class Collection:
 
 
 def list_collections() -> list[str]:
-    """Names of the built-in collections (folders under ``<data root>/collections`` with a ``collection.yaml``)."""
+    """Names of the built-in collections (folders under ``<data root>/collections`` with a ``collection.yaml``).
+
+    Finding none is logged as a warning naming the folder: the leakage guard and the bitext sources rely on this
+    list, so an empty one is never silent.
+    """
     folder = builtin_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if (p / MANIFEST).is_file())
+    names = sorted(p.name for p in folder.iterdir() if (p / MANIFEST).is_file()) if folder.is_dir() else []
+    if not names:
+        logger.warning("no built-in collections: %s", where_builtins_are())
+    return names
+
+
+def where_builtins_are() -> str:
+    """Where the built-in collections were looked for and why that folder, for messages that find none."""
+    folder = builtin_dir()
+    why = f"${DATA_ENV} is set" if os.environ.get(DATA_ENV) else "the package data"
+    state = "holds no <name>/collection.yaml" if folder.is_dir() else "does not exist"
+    return f"{folder} ({why}) {state}"
 
 
 def load_collection(name_or_dir: str | os.PathLike, validate: bool = True) -> Collection:

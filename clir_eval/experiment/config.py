@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, fields, replace
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 from clir_eval.experiment.schema import ConfigError, from_mapping, to_mapping
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+#: The study ``clir-eval run`` performs with no argument: ``default.yaml`` of the configs shipped as package data
+#: (:mod:`clir_eval.resources`; ``configs/`` in the repository). Only a path: nothing is read at import.
+DEFAULT_CONFIG = Path(str(files("clir_eval").joinpath("data", "configs", "default.yaml")))
 #: The default study on all the bitext and more languages (``clir-eval run --full``).
 FULL_CONFIG = DEFAULT_CONFIG.with_name("full.yaml")
 METHODS = ("kd", "ot", "contrastive", "kd+ot", "kd+contrastive")

