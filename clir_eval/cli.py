@@ -579,7 +579,8 @@ def distill_command(
     lang: str = typer.Option(..., "--lang", help="Foreign language code (e.g. sw)."),
     train_split: str = typer.Option("train", "--train-split", help="Bitext split to train on."),
     dev_split: str = typer.Option("dev", "--dev-split", help="Held-out bitext split ('' for none)."),
-    max_pairs: int = typer.Option(0, "--max-pairs", help="Use the first N training pairs (0 = all)."),
+    max_pairs: int = typer.Option(0, "--max-pairs", help="A seeded random sample of N training pairs (--seed), "
+                                                           "the same pairs as a study's max_pairs (0 = all)."),
     max_dev_pairs: int = typer.Option(500, "--max-dev-pairs", help="Use the first N dev pairs."),
     min_margin: float = typer.Option(0.0, "--min-margin", help="Drop training pairs whose ratio margin under the "
                                                               "student's backbone is lower, e.g. 1.0 (0 = keep all)."),
@@ -601,7 +602,7 @@ def distill_command(
     """Distil the teacher into a multilingual student query encoder from bitext."""
     from rich.console import Console
 
-    from clir_eval.collections.bitext import load_bitext
+    from clir_eval.collections.bitext import load_bitext, sample_pairs, sample_seed
     from clir_eval.collections.leakage import builtin_test_topics, guard_bitext
     from clir_eval.distill.trainer import DistillConfig, distill
     from clir_eval.io import check_output_path
@@ -627,7 +628,7 @@ def distill_command(
                              f"{min_margin}") from None
     check_output_path(out, directory=True)
     train = load_bitext(bitext, lang, train_split)
-    train = train[:max_pairs] if max_pairs else train
+    train = sample_pairs(train, max_pairs or None, sample_seed(seed, lang, train_split))
     dev = load_bitext(bitext, lang, dev_split)[:max_dev_pairs] if dev_split else []
     topics = builtin_test_topics()
     train = list(guard_bitext(train, topics, leakage).pairs)
