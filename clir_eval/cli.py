@@ -461,6 +461,8 @@ def regressions_command(
     record: bool = typer.Option(False, "--record", help="Write the measured scores into the specs as the "
                                                         "expected ones (with date, commit and versions)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where the regenerated runs go."),
+    doc: Path = typer.Option(None, "--doc", help="Only rewrite the generated score tables of this page (e.g. "
+                                                 "docs/results.md) from the specs' expected scores; runs nothing."),
 ) -> None:
     """Regenerate runs and check their scores against the committed expected ones; exit code 1 on any miss."""
     from rich import box
@@ -470,6 +472,16 @@ def regressions_command(
     from clir_eval.regressions import SpecError, check_selection, extend, load_specs, run_regressions
     from clir_eval.regressions import record as record_scores
 
+    if doc is not None:
+        from clir_eval.regressions_doc import update_page
+
+        try:
+            changed = update_page(doc)
+        except SpecError as exc:
+            _fail(_error_lines(exc))
+        Console().print(f"{doc}: {len(changed)} table(s) rewritten" if changed else f"{doc}: up to date",
+                        highlight=False)
+        return
     try:
         specs = load_specs(names or [])
         if record and lang:  # recording a language a spec lacks adds it (how a spec is extended)
