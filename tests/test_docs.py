@@ -55,8 +55,8 @@ def test_cli_rewrites_the_tables_of_a_page(tmp_path):
     from clir_eval.cli import app
 
     page = tmp_path / "page.md"
-    page.write_text("# x\n\n<!-- BEGIN GENERATED: regressions/xquad-r.yaml:me5-small -->\nstale\n<!-- END GENERATED -->\n",
-                    encoding="utf-8")
+    page.write_text("# x\n\n<!-- BEGIN GENERATED: regressions/xquad-r.yaml:me5-small -->\nstale\n"
+                    "<!-- END GENERATED -->\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["regressions", "--doc", str(page)])
     assert result.exit_code == 0, result.output
     assert "| me5-small | 0.7643 |" in page.read_text(encoding="utf-8")
