@@ -12,7 +12,7 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -e ".[test]"
 
-# The main job on the embedded default (offline models, committed collections).
+# The main job on the default config shipped with the package (offline models, committed collections).
 demo: install
 	$(BIN)/clir-eval models provision
 	$(BIN)/clir-eval run

@@ -479,6 +479,8 @@ def regressions_command(
     record: bool = typer.Option(False, "--record", help="Write the measured scores into the specs as the "
                                                         "expected ones (with date, commit and versions)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where the regenerated runs go."),
+    doc: Path = typer.Option(None, "--doc", help="Only rewrite the generated score tables of this page (e.g. "
+                                                 "docs/results.md) from the specs' expected scores; runs nothing."),
 ) -> None:
     """Regenerate runs and check their scores against the committed expected ones; exit code 1 on any miss."""
     from rich import box
@@ -488,6 +490,16 @@ def regressions_command(
     from clir_eval.regressions import SpecError, check_selection, extend, load_specs, run_regressions
     from clir_eval.regressions import record as record_scores
 
+    if doc is not None:
+        from clir_eval.regressions_doc import update_page
+
+        try:
+            changed = update_page(doc)
+        except SpecError as exc:
+            _fail(_error_lines(exc))
+        Console().print(f"{doc}: {len(changed)} table(s) rewritten" if changed else f"{doc}: up to date",
+                        highlight=False)
+        return
     try:
         specs = load_specs(names or [])
         if record and lang:  # recording a language a spec lacks adds it (how a spec is extended)
@@ -630,7 +642,8 @@ def distill_command(
     lang: str = typer.Option(..., "--lang", help="Foreign language code (e.g. sw)."),
     train_split: str = typer.Option("train", "--train-split", help="Bitext split to train on."),
     dev_split: str = typer.Option("dev", "--dev-split", help="Held-out bitext split ('' for none)."),
-    max_pairs: int = typer.Option(0, "--max-pairs", help="Use the first N training pairs (0 = all)."),
+    max_pairs: int = typer.Option(0, "--max-pairs", help="A seeded random sample of N training pairs (--seed), "
+                                                           "the same pairs as a study's max_pairs (0 = all)."),
     max_dev_pairs: int = typer.Option(500, "--max-dev-pairs", help="Use the first N dev pairs."),
     min_margin: float = typer.Option(0.0, "--min-margin", help="Drop training pairs whose ratio margin under the "
                                                               "student's backbone is lower, e.g. 1.0 (0 = keep all)."),
@@ -652,7 +665,7 @@ def distill_command(
     """Distil the teacher into a multilingual student query encoder from bitext."""
     from rich.console import Console
 
-    from clir_eval.collections.bitext import load_bitext
+    from clir_eval.collections.bitext import load_bitext, sample_pairs, sample_seed
     from clir_eval.collections.leakage import builtin_test_topics, guard_bitext
     from clir_eval.distill.trainer import DistillConfig, distill
     from clir_eval.io import check_output_path
@@ -678,7 +691,7 @@ def distill_command(
                              f"{min_margin}") from None
     check_output_path(out, directory=True)
     train = load_bitext(bitext, lang, train_split)
-    train = train[:max_pairs] if max_pairs else train
+    train = sample_pairs(train, max_pairs or None, sample_seed(seed, lang, train_split))
     dev = load_bitext(bitext, lang, dev_split)[:max_dev_pairs] if dev_split else []
     topics = builtin_test_topics()
     train = list(guard_bitext(train, topics, leakage).pairs)

@@ -11,6 +11,7 @@ Two kinds of source, both found by name under ``<data root>/collections/<name>/`
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -164,3 +165,20 @@ def load_bitext(source: str, lang: str, split: str) -> list[BitextPair]:
         pairs.append(BitextPair(topic.text, english[topic.qid], lang, oracle, topic.qid))
     return pairs
 
+
+
+def sample_seed(seed: int | str, lang: str, split: str) -> str:
+    """The seed of one language's pair budget: the same string in a study and in ``clir-eval distill --seed``."""
+    return f"{seed}-{lang}-{split}"
+
+
+def sample_pairs(pairs: list[BitextPair], max_pairs: int | None, seed: str) -> list[BitextPair]:
+    """``max_pairs`` pairs as a seeded random sample (``random.Random(seed).sample``), not the first lines, so a
+    budget does not depend on the order of the bitext file; every pair when ``max_pairs`` is None or not smaller.
+
+    A study's ``max_pairs`` and ``clir-eval distill --max-pairs`` both pick their pairs here, with
+    :func:`sample_seed`, so the same seed gives the same pairs.
+    """
+    if max_pairs is None or len(pairs) <= max_pairs:
+        return list(pairs)
+    return random.Random(seed).sample(pairs, max_pairs)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import shutil
 import time
 from dataclasses import dataclass, field, fields
@@ -142,7 +141,7 @@ class StudyRunner:
         below that ratio margin are dropped and the budget is filled from further pairs
         (:func:`clir_eval.distill.filtering.filtered_sample`; a cached step per language).
         """
-        from clir_eval.collections.bitext import bitext_languages, load_bitext
+        from clir_eval.collections.bitext import bitext_languages, load_bitext, sample_pairs, sample_seed
         from clir_eval.collections.leakage import evaluation_topics, guard_bitext
 
         key = (tuple(sources), tuple(languages), split, max_pairs, min_margin, backbone if min_margin else "")
@@ -154,11 +153,11 @@ class StudyRunner:
             if source is None:
                 raise ValueError(f"no bitext source among {list(sources)} has a {split!r} split for {lang!r}")
             chosen = load_bitext(source, lang, split)
-            seed = f"{self.config.seed}-{lang}-{split}"
+            seed = sample_seed(self.config.seed, lang, split)
             if min_margin is not None:
                 chosen = self.filtered_bitext(chosen, lang, split, max_pairs, min_margin, backbone, seed)
-            elif max_pairs is not None and len(chosen) > max_pairs:
-                chosen = random.Random(seed).sample(chosen, max_pairs)
+            else:
+                chosen = sample_pairs(chosen, max_pairs, seed)
             pairs.extend(chosen)
         report = guard_bitext(pairs, evaluation_topics(self.collections.values(), split="test"), self.config.leakage)
         self._bitext[key] = list(report.pairs)
