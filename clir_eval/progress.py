@@ -3,7 +3,8 @@
 A step longer than a few seconds wraps its loop in :func:`progress` and calls ``advance(n)``. On a terminal
 (stderr is a TTY) the user sees a transient rich bar; when stderr is a file (a batch job, ``2> log``) the bar
 would be invisible or garbage, so the same progress goes to the ``clir_eval.progress`` logger every
-``interval`` seconds and once at the end. Nothing is printed by this module itself; the CLI configures logging.
+``interval`` seconds and once at the end. A step shorter than ``interval`` logs nothing (no noise from the many
+short steps of a small study). Nothing is printed by this module itself; the CLI configures logging.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Progress:
     _last_log: float = field(default_factory=time.monotonic, repr=False)
     _rich: Any = field(default=None, repr=False)
     _task: Any = field(default=None, repr=False)
+    _logged: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         self._start_count = self.done
@@ -82,6 +84,7 @@ class Progress:
         now = time.monotonic()
         if now - self._last_log >= self.interval:
             self._last_log = now
+            self._logged = True
             logger.info("%s", self.line())
 
     def skip(self, n: int) -> None:
@@ -93,7 +96,6 @@ class Progress:
 
     def _open(self) -> None:
         if not self.bar:
-            logger.info("%s: started%s", self.description, f" ({self.total:,} {self.unit})" if self.total else "")
             return
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
                                    TimeRemainingColumn)
@@ -108,7 +110,7 @@ class Progress:
             self._rich.stop()
             self._rich = None
         elapsed = time.monotonic() - self._started
-        if not failed:
+        if not failed and (self._logged or elapsed >= self.interval):
             logger.info("%s: done, %s %s in %s (%.1f %s/s)", self.description, f"{self.done:,}", self.unit,
                         _duration(elapsed), self.rate, self.unit)
 

@@ -188,3 +188,20 @@ def test_cli_bad_manifest_is_one_line_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["collections", "validate", str(root)])
     assert result.exit_code == 2
     assert "collection.yaml:2: unknown key 'splitz'" in result.output
+
+
+def test_validation_is_remembered_until_a_file_changes(tmp_path, monkeypatch):
+    """A million-document corpus is parsed for validation once, not by every command; an edit is seen again."""
+    from clir_eval.collections import registry
+
+    monkeypatch.setenv("CLIR_EVAL_CACHE", str(tmp_path / "cache"))
+    root = _byo(tmp_path / "mine")
+    reads = []
+    original = registry.read_corpus
+    monkeypatch.setattr(registry, "read_corpus", lambda path: reads.append(path) or original(path))
+    load_collection(root)
+    load_collection(root)
+    assert len(reads) == 1
+    write_qrels(root / "qrels.txt", [Qrel("q1", "d9", 1), Qrel("q2", "d2", 1)])  # now a relevant doc is missing
+    with pytest.raises(CollectionValidationError, match="d9"):
+        load_collection(root)

@@ -200,7 +200,8 @@ def load_collection(name_or_dir: str | os.PathLike, validate: bool = True) -> Co
     Args:
         name_or_dir: a built-in name, a directory with ``collection.yaml`` or the conventional layout, or
             ``irds:<dataset-id>`` (:mod:`clir_eval.collections.irds`).
-        validate: run :func:`validate_collection` and raise on its errors (warnings are logged).
+        validate: run :func:`validate_collection` (once per content of the files: the result is remembered in the
+            cache) and raise on its errors (warnings are logged).
 
     Raises:
         InputFileError: a bad manifest, a missing file, or (with ``validate``) invalid data.
@@ -223,9 +224,9 @@ def load_collection(name_or_dir: str | os.PathLike, validate: bool = True) -> Co
     manifest = path / MANIFEST
     collection = _from_manifest(manifest, builtin) if manifest.is_file() else _from_layout(path)
     if validate:
-        from clir_eval.collections.validation import validate_collection
+        from clir_eval.collections.validation import validate_collection_once
 
-        report = validate_collection(collection)
+        report = validate_collection_once(collection)
         for warning in report.warnings:
             logger.warning("%s: %s", collection.name, warning)
         report.raise_for_errors()

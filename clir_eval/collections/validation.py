@@ -70,11 +70,15 @@ def validate_collection(collection: Collection, strict: bool = False) -> Validat
     errors: list[str] = []
     warnings: list[str] = []
 
+    from clir_eval.progress import progress
+
     docids: set[str] = set()
     corpus_ok = True
     try:
-        for doc in collection.documents():
-            docids.add(doc.docid)
+        with progress(f"reading {collection.name} corpus", unit="docs", show=False) as report:
+            for doc in collection.documents():
+                docids.add(doc.docid)
+                report.advance()
     except InputFileError as exc:
         errors.append(str(exc))
         corpus_ok = False
@@ -142,3 +146,44 @@ def validate_collection(collection: Collection, strict: bool = False) -> Validat
         num_topics=num_topics,
         num_relevant=num_relevant,
     )
+
+
+#: Bumped when the checks change, so a memo of an older validation is not trusted.
+VALIDATION_VERSION = 1
+
+
+def validate_collection_once(collection: Collection) -> ValidationReport:
+    """:func:`validate_collection`, remembered by the SHA-256 of the collection's files.
+
+    Validating reads every document (a million-document corpus: tens of seconds) while hashing its files reads
+    bytes only (about a second a GB), so each command after the first skips the parse. Only a collection
+    without errors is remembered (``<cache root>/validated/<key>.json``); its warnings are kept and returned.
+    """
+    import hashlib
+    import json
+
+    from clir_eval.collections.readers import corpus_files
+    from clir_eval.io import atomic_write, read_json_or_none, sha256_file
+    from clir_eval.models.cache import model_cache_dir
+
+    files = [*corpus_files(collection.corpus_path), *collection.qrels_paths.values(),
+             *(path for by_lang in collection.topics_paths.values() for path in by_lang.values())]
+    identity = [VALIDATION_VERSION, collection.name, collection.oracle_lang, *(str(path) for path in files),
+                *(sha256_file(path) for path in files)]
+    key = hashlib.sha256(json.dumps(identity).encode("utf-8")).hexdigest()
+    memo = model_cache_dir().parent / "validated" / f"{key}.json"
+    record = read_json_or_none(memo)
+    if isinstance(record, dict) and record.get("name") == collection.name:
+        return ValidationReport(name=collection.name, warnings=tuple(record["warnings"]),
+                                num_documents=record["num_documents"], num_topics=record["num_topics"],
+                                num_relevant=record["num_relevant"])
+    report = validate_collection(collection)
+    if report.ok:
+        try:
+            with atomic_write(memo) as handle:
+                json.dump({"name": report.name, "warnings": list(report.warnings), "num_documents":
+                           report.num_documents, "num_topics": report.num_topics,
+                           "num_relevant": report.num_relevant}, handle)
+        except OSError:  # a read-only cache only costs the next command a validation
+            pass
+    return report
