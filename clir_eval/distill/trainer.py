@@ -55,7 +55,7 @@ PROJECTION_MODES = ("auto", "always", "never")
 OPTIMIZERS = ("adamw", "sgd")
 TRAINING_ARGS = "training_args.json"
 
-__all__ = ["DistillConfig", "DistillResult", "bitext_sha256", "distill", "epoch_batches", "prepare_student",
+__all__ = ["DistillConfig", "DistillResult", "TrainingDiverged", "bitext_sha256", "distill", "epoch_batches", "prepare_student",
            "save_start"]
 
 
@@ -179,6 +179,10 @@ class DistillConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # recurses into ``loss``
+
+
+class TrainingDiverged(ValueError):
+    """The weights became non-finite during training (named step); no student is written."""
 
 
 @dataclass(frozen=True)
@@ -488,9 +492,31 @@ class _Training:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         state.step += 1
+        self.check_finite()
         self.seconds += time.perf_counter() - started
         self.pairs_seen += config.batch_size * config.grad_accumulation
         self.progress.update(self.task, completed=state.step, info=f"loss {state.running / state.running_n:.4f}")
+
+    def check_finite(self) -> None:
+        """Stop at the first step whose update left a trainable weight NaN or infinite (a diverged run would
+        otherwise train on, and save, a student that retrieves nothing).
+
+        Weights, not the loss, are checked: under fp16 an infinite loss is the scaler's business (it skips that
+        step), and after a synchronised step every process holds the same weights, so all of them stop together.
+        """
+        import torch
+
+        params = [(name, p) for name, p in self.unwrapped.named_parameters() if p.requires_grad]
+        finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])
+        if bool(finite.all()):
+            return
+        state = self.state
+        first = params[int((~finite).nonzero()[0])][0]
+        loss = state.running / state.running_n if state.running_n else float("nan")
+        raise TrainingDiverged(
+            f"training diverged at step {state.step}: the optimizer step left non-finite weights (nan or inf), "
+            f"first in {first} (training loss {loss:.4g}, lr {self.config.lr}); training stopped and no student "
+            "was written. Lower lr, or clip gradients with max_grad_norm")
 
     def evaluate(self) -> None:
         """Dev metrics into the history and the log, then the early-stopping bookkeeping."""
@@ -523,27 +549,36 @@ class _Training:
     def checkpoint(self) -> None:
         """Every process's RNG state, then (main process) weights, optimizer, schedule and state, atomically."""
         state, accelerator, rank = self.state, self.accelerator, self.accelerator.process_index
-        ckpt.save_torch(ckpt.rng_state(), self.checkpoint_dir / f"step-{state.step:07d}.rng{rank}.pt")
+        state_file = ckpt.state_path(self.checkpoint_dir, state.step)
+        ckpt.save_tree(ckpt.rng_state(), ckpt.rng_path(state_file, rank))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            ckpt.save_torch({"config": self.config.to_dict(), "data_sha256": self.data_sha256,
-                             "trainable": _trainable_state(self.unwrapped), "optimizer": self.optimizer.state_dict(),
-                             "scheduler": self.scheduler.state_dict(), "state": state.state_dict()},
-                            self.checkpoint_dir / f"step-{state.step:07d}.pt")
+            ckpt.save_tree({"config": self.config.to_dict(), "data_sha256": self.data_sha256,
+                            "trainable": _trainable_state(self.unwrapped), "optimizer": self.optimizer.state_dict(),
+                            "scheduler": self.scheduler.state_dict(), "state": state.state_dict()}, state_file)
             ckpt.prune(self.checkpoint_dir, accelerator.num_processes)
         accelerator.wait_for_everyone()
 
     def resume(self) -> int:
-        """Continue from the newest checkpoint, if any; returns its step (0: a fresh start)."""
-        import torch
+        """Continue from the newest checkpoint, if any; returns its step (0: a fresh start).
 
+        Raises:
+            CheckpointError: the checkpoint is pickled, unreadable, or incomplete (nothing of it is run or used).
+            ValueError: it was written by another configuration or bitext.
+        """
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         latest = ckpt.latest_checkpoint(self.checkpoint_dir, world) if self.checkpoint_dir.is_dir() else None
         if latest is None:
             logger.info("no checkpoint in %s: starting afresh", self.checkpoint_dir)
             return 0
-        saved = torch.load(latest, map_location="cpu", weights_only=False)
-        if saved["config"] != self.config.to_dict() or saved["data_sha256"] != self.data_sha256:
+        saved = ckpt.load_tree(latest)
+        rng = ckpt.load_tree(ckpt.rng_path(latest, rank))
+        expected = {"config", "data_sha256", "trainable", "optimizer", "scheduler", "state"}
+        if not isinstance(saved, dict) or expected - set(saved) or not isinstance(rng, dict):
+            raise ckpt.CheckpointError(f"{latest}: an incomplete checkpoint; delete {self.checkpoint_dir} to train "
+                                       "afresh")
+        # Compared as JSON, the form the checkpoint keeps it in.
+        if json.dumps(saved["config"], sort_keys=True) != json.dumps(self.config.to_dict(), sort_keys=True) or saved["data_sha256"] != self.data_sha256:
             raise ValueError(f"{latest} was written by a different configuration or bitext; cannot resume")
         missing = set(_trainable_state(self.unwrapped)) ^ set(saved["trainable"])
         if missing:
@@ -552,7 +587,7 @@ class _Training:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.state.load_state_dict(saved["state"])
-        ckpt.set_rng_state(torch.load(latest.with_name(f"{latest.stem}.rng{rank}.pt"), weights_only=False))
+        ckpt.set_rng_state(rng)
         logger.info("resumed from %s (step %d)", latest, self.state.step)
         return self.state.step
 
