@@ -127,7 +127,7 @@ def _student(tiny_bert_dir: Path, path: Path) -> Path:
     from clir_eval.models.sentence import SentenceEncoder
 
     encoder = SentenceEncoder.from_pretrained(str(tiny_bert_dir))
-    encoder.add_projection(16)
+    encoder.add_projection(encoder.dim)  # the teacher's size: a search with it is possible
     return encoder.save(path)
 
 
@@ -202,3 +202,84 @@ def test_a_search_with_no_hit_for_any_query_fails_and_writes_nothing(tmp_path, m
     monkeypatch.setattr(systems, "search_system", lambda *a, **k: {"q1": [("d1", 1.0)], "q2": []})
     systems.run_system("teacher", SimpleNamespace(name="ntrex"), "sw", "test", indexes=None, out_path=run)
     assert run.read_text().split() == ["q1", "Q0", "d1", "1", "1.0", "teacher"]
+
+
+# ---- 3. an interrupted study step resumes, and leaves nothing behind --------------------------------------------
+
+_KILLED_STUDY = """
+import os, signal, sys
+from pathlib import Path
+
+import clir_eval.distill.trainer as trainer
+from clir_eval.experiment.config import load_config
+from clir_eval.experiment.runner import StudyRunner
+
+distill = trainer.distill
+
+
+def killed_at_step_3(*args, **kwargs):
+    def on_step(step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # kill -9: no cleanup code runs
+    return distill(*args, **kwargs, on_step=on_step, show_progress=False)
+
+
+trainer.distill = killed_at_step_3
+runner = StudyRunner(load_config(sys.argv[1]), cache_root=Path(sys.argv[2]))
+runner.load_collections()
+runner.student(runner.config.students[0])
+"""
+
+
+def test_a_killed_student_step_resumes_from_its_checkpoints_and_leaves_no_temporary_directory(
+        tiny_bert_dir, tmp_path, monkeypatch):
+    import os
+    import subprocess
+
+    import clir_eval.distill.trainer as trainer
+    from clir_eval.experiment.config import load_config
+    from clir_eval.experiment.runner import StudyRunner
+
+    config = tmp_path / "study.yaml"
+    config.write_text(f"""
+name: resume
+teacher: {tiny_bert_dir}
+collections: [{{name: ntrex, split: test, languages: [sw]}}]
+systems: [teacher]
+students:
+  - {{name: kd, method: kd, backbone: {tiny_bert_dir}, languages: [sw], max_pairs: 24,
+      options: {{max_steps: 5, batch_size: 8, lr: 0.001, checkpoint_every: 1}}}}
+dev_pairs: 8
+""", encoding="utf-8")
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_STUDY, encoding="utf-8")
+    cache = tmp_path / "cache"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run([sys.executable, str(script), str(config), str(cache)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    students = cache / "students"
+    assert [p.name for p in students.iterdir() if p.name.startswith(".kd-")], "the kill left no temporary directory"
+
+    results = []
+
+    def recorded(*args, **kwargs):
+        results.append(original(*args, **kwargs))
+        return results[-1]
+
+    original = trainer.distill
+    monkeypatch.setattr(trainer, "distill", recorded)
+
+    def train(root: Path) -> Path:
+        runner = StudyRunner(load_config(config), cache_root=root)
+        runner.load_collections()
+        return runner.student(runner.config.students[0])
+
+    resumed = train(cache)
+    assert results[-1].resumed_from == 3 and results[-1].steps == 5
+    assert [p.name for p in students.iterdir()] == [resumed.name]  # the step, and no leftover beside it
+    assert not any((cache / ".work" / "students").iterdir())  # its checkpoints served, then went
+    fresh = train(tmp_path / "uninterrupted")
+    assert results[-1].resumed_from == 0
+    a, b = _weights(fresh), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -613,6 +613,7 @@ def distill(
     english: Sequence[str] = (),
     show_progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> DistillResult:
     """Distil ``config.student`` towards ``config.teacher`` on bitext and save the student to ``out_dir``.
 
@@ -626,6 +627,8 @@ def distill(
         show_progress: rich progress bar on the main process.
         on_step: called with the step number after each optimizer step and its checkpoint
             (an exception raised there interrupts the run like a crash; used in tests).
+        checkpoint_dir: where checkpoints go (default ``<out_dir>.checkpoints``); a study gives a path keyed like
+            the student's step, since it trains into a temporary directory.
 
     Returns:
         A :class:`DistillResult`; ``SentenceEncoder.from_pretrained(out_dir)`` loads the student.
@@ -661,7 +664,8 @@ def distill(
     # The teacher's states of each batch are kept for the next student of this process (same batches, same states).
     training = _Training(config=config, accelerator=accelerator, model=model, teacher=SharedTeacher(teacher),
                          loss_fn=loss_fn, batches=batches, dev=dev, params=params, optimizer=optimizer,
-                         scheduler=scheduler, total_steps=total_steps, checkpoint_dir=ckpt.checkpoint_dir(out_dir),
+                         scheduler=scheduler, total_steps=total_steps,
+                         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else ckpt.checkpoint_dir(out_dir),
                          data_sha256=bitext_sha256(train_pairs))
     resumed_from = training.resume() if resume else 0
     training.run(show_progress, on_step)
