@@ -11,9 +11,11 @@ DDP under ``accelerate launch`` / ``torchrun``). Design points:
   methods are the loop's roles: one optimizer step, dev evaluation with early stopping, checkpoint, resume;
 * the student's start (frozen weights, initial map into the teacher's space) is
   :mod:`clir_eval.distill.start`; the teacher runs under ``no_grad``;
-* checkpoints (:mod:`clir_eval.distill.checkpoints`) are written atomically to
-  ``<out_dir>.checkpoints/``; ``resume=True`` continues from the newest one to the same final weights
-  as an uninterrupted run.
+* checkpoints (:mod:`clir_eval.distill.checkpoints`: safetensors and JSON, never a pickle) are written
+  atomically to ``<out_dir>.checkpoints/``; ``resume=True`` continues from the newest one to the same final
+  weights as an uninterrupted run;
+* a step that leaves a trainable weight NaN or infinite stops the run (:class:`TrainingDiverged`, naming the
+  step) before any checkpoint or student of those weights is written.
 """
 
 from __future__ import annotations
@@ -192,7 +194,7 @@ class DistillResult:
     Attributes:
         student_dir: the saved student (``SentenceEncoder.from_pretrained(student_dir)``).
         training_args: its ``training_args.json``.
-        checkpoint_dir: ``<student_dir>.checkpoints``.
+        checkpoint_dir: ``<student_dir>.checkpoints``, or the ``checkpoint_dir`` given to :func:`distill`.
         steps: optimizer steps done in total; resumed_from: the step the run continued from (0 = fresh).
         pairs_seen: pairs trained on (all processes, this invocation); seconds: training wall time
             of this invocation (dev evaluation and checkpoints excluded); pairs_per_second: their ratio.
@@ -632,6 +634,10 @@ def distill(
 
     Returns:
         A :class:`DistillResult`; ``SentenceEncoder.from_pretrained(out_dir)`` loads the student.
+
+    Raises:
+        TrainingDiverged: a step left non-finite weights (no student is written).
+        CheckpointError: ``resume`` found a checkpoint that is pickled, unreadable or incomplete.
     """
     import torch
 
