@@ -119,7 +119,7 @@ def test_distill_with_an_infinite_lr_stops_naming_the_step(tiny_bert_dir, tmp_pa
     result = _cli(_distill_args(tiny_bert_dir, out, "--lr", "inf"))
     assert result.exit_code == 2, result.output
     assert "error:" in result.output and "step 1" in result.output and "non-finite" in result.output
-    assert not out.exists()
+    assert not out.exists() and not list(ckpt.checkpoint_dir(out).glob("step-*"))  # nor a checkpoint of them
     assert "Traceback" not in result.output
 
 
@@ -176,15 +176,17 @@ def test_a_broken_student_directory_is_an_error_naming_it(tiny_bert_dir, tmp_pat
     assert message in str(caught.value)
 
 
-def test_search_with_a_non_finite_student_is_an_error_and_writes_no_run(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("case", ["non-finite weights", "truncated weights"])
+def test_search_with_a_broken_student_is_an_error_and_writes_no_run(tiny_bert_dir, tmp_path, case):
+    mutate, message = BROKEN_STUDENTS[case]
     student = _student(tiny_bert_dir, tmp_path / "student")
-    _poison(student)
+    mutate(student)
     run = tmp_path / "x.run"
     result = _cli(["search", "--system", f"student:{student}", "--collection", "ntrex", "--lang", "sw",
                    "--teacher", str(tiny_bert_dir), "--index-dir", str(tmp_path / "idx"), "--out", str(run)])
     assert result.exit_code == 2, result.output
-    assert "error:" in result.output and str(student) in result.output and "not finite" in result.output
-    assert not run.exists()
+    assert "error:" in result.output and str(student) in result.output and message in result.output
+    assert "Traceback" not in result.output and not run.exists()
 
 
 def test_a_search_with_no_hit_for_any_query_fails_and_writes_nothing(tmp_path, monkeypatch):
