@@ -57,8 +57,8 @@ PROJECTION_MODES = ("auto", "always", "never")
 OPTIMIZERS = ("adamw", "sgd")
 TRAINING_ARGS = "training_args.json"
 
-__all__ = ["DistillConfig", "DistillResult", "TrainingDiverged", "bitext_sha256", "distill", "epoch_batches", "prepare_student",
-           "save_start"]
+__all__ = ["DistillConfig", "DistillResult", "TrainingDiverged", "bitext_sha256", "distill", "epoch_batches",
+           "prepare_student", "save_start"]
 
 
 @dataclass(frozen=True)
@@ -584,7 +584,8 @@ class _Training:
             raise ckpt.CheckpointError(f"{latest}: an incomplete checkpoint; delete {self.checkpoint_dir} to train "
                                        "afresh")
         # Compared as JSON, the form the checkpoint keeps it in.
-        if json.dumps(saved["config"], sort_keys=True) != json.dumps(self.config.to_dict(), sort_keys=True) or saved["data_sha256"] != self.data_sha256:
+        same_config = json.dumps(saved["config"], sort_keys=True) == json.dumps(self.config.to_dict(), sort_keys=True)
+        if not same_config or saved["data_sha256"] != self.data_sha256:
             raise ValueError(f"{latest} was written by a different configuration or bitext; cannot resume")
         missing = set(_trainable_state(self.unwrapped)) ^ set(saved["trainable"])
         if missing:
