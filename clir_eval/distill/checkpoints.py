@@ -1,12 +1,18 @@
 """Training state and checkpoints: what a resumed run needs to continue to the same final weights.
 
-A checkpoint is ``step-NNNNNNN.pt`` (the :class:`TrainState`, trainable weights, optimizer, scheduler, and the
-config and data hash it belongs to) plus one ``step-NNNNNNN.rng<rank>.pt`` per process, all written
-atomically into ``<student_dir>.checkpoints/``. A checkpoint counts only when every process's RNG file exists.
+A checkpoint is ``step-NNNNNNN.safetensors`` (the :class:`TrainState`, trainable weights, optimizer, scheduler,
+and the config and data hash it belongs to) plus one ``step-NNNNNNN.rng<rank>.safetensors`` per process, all
+written atomically into ``<student_dir>.checkpoints/``. A checkpoint counts only when every process's RNG file
+exists.
+
+Nothing is pickled: each file is safetensors, its tensors named by their place in the saved structure and the
+structure itself JSON in the file's metadata (:func:`save_tree`, :func:`load_tree`). Loading a checkpoint
+therefore cannot run code, whoever wrote the file; a pickled ``.pt`` checkpoint is refused, not read.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +21,12 @@ from typing import Any
 import numpy as np
 
 KEEP_CHECKPOINTS = 2
+SUFFIX = ".safetensors"
+FORMAT = "clir-eval-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from (pickled, corrupt, or not ours), naming the file."""
 
 
 @dataclass
@@ -67,45 +79,145 @@ def checkpoint_dir(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + ".checkpoints")
 
 
+def state_path(directory: Path, step: int) -> Path:
+    return directory / f"step-{step:07d}{SUFFIX}"
+
+
+def rng_path(state_file: Path, rank: int) -> Path:
+    return state_file.with_name(f"{state_file.name[: -len(SUFFIX)]}.rng{rank}{SUFFIX}")
+
+
 def latest_checkpoint(directory: Path, world_size: int) -> Path | None:
-    """Newest complete checkpoint: its state file plus one RNG file per process."""
+    """Newest complete checkpoint: its state file plus one RNG file per process.
+
+    Raises:
+        CheckpointError: the directory holds pickled checkpoints (``step-*.pt``), which are never loaded.
+    """
+    pickled = sorted(directory.glob("step-*.pt"))
+    if pickled:
+        raise CheckpointError(f"{pickled[0]}: a pickled checkpoint; it is not loaded, since unpickling a file can "
+                              f"run code. Checkpoints are read only as safetensors: delete {directory} to train "
+                              "afresh")
     found = []
-    for path in directory.glob("step-*.pt"):
-        stem = path.name[: -len(".pt")]
-        if stem.count(".") == 0 and all((directory / f"{stem}.rng{r}.pt").is_file() for r in range(world_size)):
-            found.append((int(stem.split("-")[1]), path))
+    for path in directory.glob(f"step-*{SUFFIX}"):
+        stem = path.name[: -len(SUFFIX)]
+        if stem.count(".") == 0 and all(rng_path(path, r).is_file() for r in range(world_size)):
+            try:
+                found.append((int(stem.split("-")[1]), path))
+            except ValueError:
+                continue  # not a name this module writes
     return max(found)[1] if found else None
 
 
 def rng_state() -> dict[str, Any]:
+    """This process's RNG states: Python's and NumPy's as JSON lists, torch's (and CUDA's) as uint8 tensors."""
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    version, keys, gauss = random.getstate()
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(keys), gauss], "numpy": [name, key.tolist(), pos, has_gauss, cached],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned (after a round trip through :func:`save_tree`)."""
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    name, key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
-def save_torch(obj: Any, path: Path) -> None:
+# ---- files: safetensors with a JSON skeleton ----------------------------------------------------------------
+
+
+def _encode(obj: Any, where: str, tensors: dict[str, Any]) -> Any:
+    """``obj`` as JSON, each tensor replaced by ``{"$tensor": name}`` and stored in ``tensors`` under that name.
+
+    Tuples and dicts whose keys are not all plain strings (the optimizer's integer parameter ids) are tagged, so
+    that :func:`_decode` gives back the same types.
+    """
     import torch
+
+    if isinstance(obj, torch.Tensor):
+        if where in tensors:
+            raise ValueError(f"{where}: two tensors would share this name")
+        tensors[where] = obj.detach().cpu().contiguous()
+        return {"$tensor": where}
+    if isinstance(obj, tuple):
+        return {"$tuple": [_encode(v, f"{where}/{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, f"{where}/{i}", tensors) for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("$") for k in obj):
+            return {k: _encode(v, f"{where}/{k}", tensors) for k, v in obj.items()}
+        if not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in obj):
+            raise TypeError(f"{where}: dict keys must be str or int to be saved")
+        return {"$items": [[k, _encode(v, f"{where}/{k}", tensors)] for k, v in obj.items()]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"{where}: {type(obj).__name__} cannot be saved in a checkpoint (tensors and JSON values only)")
+
+
+def _decode(obj: Any, tensors: Any) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if len(obj) == 1:
+        (tag, value), = obj.items()
+        if tag == "$tensor":
+            return tensors.get_tensor(value)
+        if tag == "$tuple":
+            return tuple(_decode(v, tensors) for v in value)
+        if tag == "$items":
+            return {k: _decode(v, tensors) for k, v in value}
+    return {k: _decode(v, tensors) for k, v in obj.items()}
+
+
+def save_tree(obj: Any, path: Path) -> None:
+    """Write nested dicts/lists/tuples of tensors and JSON values to ``path`` (safetensors), atomically."""
+    from safetensors.torch import save
 
     from clir_eval.io import atomic_write
 
+    tensors: dict[str, Any] = {}
+    skeleton = _encode(obj, "", tensors)
+    payload = save(tensors, metadata={"format": FORMAT, "tree": json.dumps(skeleton)})
     with atomic_write(path, "wb", encoding=None) as handle:
-        torch.save(obj, handle)
+        handle.write(payload)
+
+
+def load_tree(path: Path) -> Any:
+    """What :func:`save_tree` wrote to ``path``; tensors on the CPU.
+
+    Raises:
+        CheckpointError: ``path`` is not such a file (truncated, corrupt, a pickle, another program's safetensors).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as tensors:
+            metadata = tensors.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                raise CheckpointError(f"{path}: not a clir-eval checkpoint (no {FORMAT!r} metadata)")
+            return _decode(json.loads(metadata["tree"]), tensors)
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason}); delete it to resume from an "
+                              "earlier one, or its directory to train afresh") from None
 
 
 def prune(directory: Path, world_size: int) -> None:
     """Keep the newest ``KEEP_CHECKPOINTS`` checkpoints (state and RNG files)."""
-    for old in sorted(directory.glob("step-*.pt"))[: -KEEP_CHECKPOINTS * (world_size + 1)]:
+    for old in sorted(directory.glob(f"step-*{SUFFIX}"))[: -KEEP_CHECKPOINTS * (world_size + 1)]:
         old.unlink()

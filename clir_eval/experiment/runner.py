@@ -262,10 +262,12 @@ class StudyRunner:
         logger.info("student %s: %s on %d %s pairs%s (%d dev)", spec.name, spec.method, len(train) - english,
                     "+".join(spec.languages), f" and {english} English -> English" if english else "", len(dev))
 
+        # Checkpoints live at a path keyed like the step (the step's own directory is temporary until complete), so
+        # that a rerun after a crash or kill resumes from them; the cache removes them once the step is complete.
+        checkpoints = self.cache.work_dir("students", spec.name, inputs)
+
         def build(out: Path) -> None:
-            distill(config, train, dev, out)
-            # Checkpoints only serve to resume this very directory, which is renamed when complete.
-            shutil.rmtree(Path(f"{out}.checkpoints"), ignore_errors=True)
+            distill(config, train, dev, out, resume=True, checkpoint_dir=checkpoints)
 
         return self.cache.run("students", spec.name, inputs, build)
 

@@ -6,11 +6,12 @@ a clear error at once instead of transformers' retry loop (about a minute here).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
@@ -18,6 +19,25 @@ logger = logging.getLogger(__name__)
 
 class ModelNotAvailableError(RuntimeError):
     """A model id is neither local nor downloadable right now."""
+
+
+@contextlib.contextmanager
+def model_directory_errors(location: str | os.PathLike) -> Iterator[None]:
+    """Turn what transformers, tokenizers and safetensors raise on a truncated, corrupt or unsupported model
+    directory into one :class:`~clir_eval.io.InputFileError` naming the directory."""
+    from safetensors import SafetensorError
+
+    from clir_eval.io import InputFileError
+
+    try:
+        yield
+    except InputFileError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        lines = str(exc).strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
+        raise InputFileError(location, None, f"cannot be loaded ({type(exc).__name__}: {reason}); is it "
+                             "a complete, uncorrupted model or student directory?") from None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -46,7 +66,8 @@ def load_transformer(location: str, **model_kwargs: Any) -> tuple[Any, Any]:
     from transformers import AutoModel, AutoTokenizer
 
     if Path(location).is_dir():
-        return AutoTokenizer.from_pretrained(location), AutoModel.from_pretrained(location, **model_kwargs)
+        with model_directory_errors(location):
+            return AutoTokenizer.from_pretrained(location), AutoModel.from_pretrained(location, **model_kwargs)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=True)
         model = AutoModel.from_pretrained(location, local_files_only=True, **model_kwargs)

@@ -124,6 +124,27 @@ def _sentence_transformers_pooling(path: Path) -> EncoderConfig | None:
     return EncoderConfig(pooling=pooling, normalize=normalize, max_length=max_length)
 
 
+def _saved_encoder_config(saved: Path) -> EncoderConfig:
+    """The encoder settings of a saved student's ``clir_eval_encoder.json``.
+
+    Raises:
+        InputFileError: the file is not JSON, not an object, or its ``encoder`` settings are invalid.
+    """
+    from clir_eval.io import InputFileError
+
+    try:
+        data = json.loads(saved.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputFileError(saved, getattr(exc, "lineno", None), f"not valid JSON ({exc})") from None
+    encoder = data.get("encoder", {}) if isinstance(data, dict) else None
+    if not isinstance(encoder, dict):
+        raise InputFileError(saved, None, "expected an object with an \"encoder\" object (pooling, normalize, ...)")
+    try:
+        return EncoderConfig.from_dict(encoder, source=str(saved))
+    except (TypeError, ValueError) as exc:
+        raise InputFileError(saved, None, str(exc).removeprefix(f"{saved}: ")) from None
+
+
 def resolve_model(name_or_path: str, encoder: EncoderConfig | None = None) -> ModelSpec:
     """Resolve a built-in name, a local directory or a hub id to a :class:`ModelSpec`.
 
@@ -138,8 +159,7 @@ def resolve_model(name_or_path: str, encoder: EncoderConfig | None = None) -> Mo
         path = Path(name_or_path)
         saved = path / ENCODER_CONFIG_NAME
         if saved.is_file():
-            data = json.loads(saved.read_text(encoding="utf-8"))
-            config = EncoderConfig.from_dict(data.get("encoder", {}), source=str(saved))
+            config = _saved_encoder_config(saved)
         else:
             config = _sentence_transformers_pooling(path) or EncoderConfig()
         spec = ModelSpec(name=str(path), location=str(path), encoder=config)

@@ -42,6 +42,19 @@ def _position_limit(config: Any) -> int | None:
     return int(positions)
 
 
+def _check_finite(location: str, backbone: nn.Module, projection: nn.Module | None) -> None:
+    """Refuse weights holding NaN or inf (a diverged training): such a model embeds every text as NaN, and a
+    search with it finds nothing, which would read as a score of 0."""
+    from clir_eval.io import InputFileError
+
+    parts = [("", backbone)] + ([("projection.", projection)] if projection is not None else [])
+    for prefix, module in parts:
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise InputFileError(location, None, f"the weights are not finite (nan or inf in {prefix}{name}); "
+                                     "the model cannot be used (a diverged training?)")
+
+
 class SentenceEncoder(nn.Module):
     """Backbone + pooling + optional linear projection + optional L2 normalisation.
 
@@ -85,10 +98,14 @@ class SentenceEncoder(nn.Module):
         if proj_file.is_file():
             from safetensors.torch import load_file
 
-            weights = load_file(str(proj_file))
-            out_dim, in_dim = weights["weight"].shape
-            projection = nn.Linear(in_dim, out_dim, bias="bias" in weights)
-            projection.load_state_dict(weights)
+            from clir_eval.models.loading import model_directory_errors
+
+            with model_directory_errors(proj_file):
+                weights = load_file(str(proj_file))
+                out_dim, in_dim = weights["weight"].shape
+                projection = nn.Linear(in_dim, out_dim, bias="bias" in weights)
+                projection.load_state_dict(weights)
+        _check_finite(location, backbone, projection)
         encoder_config = spec.encoder
         limit = _position_limit(backbone.config)
         if limit is not None and encoder_config.max_length > limit:

@@ -403,12 +403,20 @@ def run_system(spec: str | SystemSpec, collection: "Collection", lang: str, spli
 
     Returns:
         ``out_path``. The same inputs give a byte-identical file (hits ordered as trec_eval ranks them).
+
+    Raises:
+        ValueError: no query got a single hit (nothing is written).
     """
     from clir_eval.retrieval.runs import write_run
 
     spec = parse_system(spec)
     found = search_system(spec, collection, lang, split, indexes=indexes, hits=hits, options=options)
     out_path = Path(out_path)
+    if found and not any(found.values()):
+        # An empty run would evaluate as a score of 0 for every query, a number that looks like a result.
+        raise ValueError(f"{spec.name} found no hit for any of the {len(found)} {collection.name} {lang} {split} "
+                         f"queries; {out_path} was not written (an empty index, or a model whose embeddings are "
+                         "not finite?)")
     write_run(out_path, found, tag=tag or spec.name, depth=hits)
     logger.info("wrote %s (%s, %s %s %s, %d queries)", out_path, spec, collection.name, lang, split, len(found))
     return out_path
