@@ -232,6 +232,10 @@ _METRICS_HELP = ("Metric (ranx names: map, ndcg@10, precision@10, recall@100, mr
                  "repeat the option or separate with commas.")
 
 
+_TREC_EVAL_HELP = ("Score precision of the trec_eval reproduced: 9 = float32, as trec_eval 9.x and pytrec_eval "
+                   "(near-equal scores tie, ties break by docid); 10 = double, as trec_eval 10.0.")
+
+
 def _eval_metrics(values: list[str]) -> list[str]:
     return [name for value in values for name in value.replace(",", " ").split()]
 
@@ -275,6 +279,7 @@ def evaluate_command(
     names: list[str] = typer.Option(None, "--name", help="Name of each run, in order (default: file stem)."),
     per_query: bool = typer.Option(False, "--per-query", help="Also give every query's score (like trec_eval -q)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON {run: {metric: mean}} at full precision."),
+    trec_eval_version: int = typer.Option(9, "--trec-eval", help=_TREC_EVAL_HELP),
     judged_queries_only: bool = typer.Option(
         False, "--judged-queries-only",
         help="Average over queries in both run and qrels (plain trec_eval); default: every qrels query, "
@@ -288,8 +293,12 @@ def evaluate_command(
 
     from clir_eval.evaluation.evaluate import evaluate_runs
 
+    from clir_eval.evaluation.evaluate import check_trec_eval_version
+
+    check_trec_eval_version(trec_eval_version)
     qrels_dict, run_dicts = _eval_load(qrels, runs, names)
-    result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only)
+    result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only,
+                           trec_eval_version=trec_eval_version)
     if as_json:
         typer.echo(json.dumps(result.to_json_dict(per_query=per_query), indent=2))
         return
@@ -321,6 +330,7 @@ def compare_command(
     title: str = typer.Option("", "--title", help="Leaderboard caption."),
     exclude_from_best: list[str] = typer.Option(None, "--not-best", help="Run never set in bold (e.g. an oracle)."),
     judged_queries_only: bool = typer.Option(False, "--judged-queries-only", help="As for evaluate."),
+    trec_eval_version: int = typer.Option(9, "--trec-eval", help=_TREC_EVAL_HELP),
     out: Path = typer.Option(None, "--out", help="Directory for leaderboard.{md,tex,csv,json,html}, tests.csv, "
                                                  "per_query.csv and figures/ (default: print only)."),
 ) -> None:
@@ -329,7 +339,7 @@ def compare_command(
     from rich.markdown import Markdown
 
     from clir_eval.evaluation.comparison import CompareConfig, compare_systems
-    from clir_eval.evaluation.evaluate import evaluate_runs
+    from clir_eval.evaluation.evaluate import check_trec_eval_version, evaluate_runs
     from clir_eval.evaluation.leaderboard import build_leaderboard
     from clir_eval.evaluation.plots import difference_figure, save_figure
     from clir_eval.io import check_output_path, safe_filename, write_csv
@@ -338,8 +348,10 @@ def compare_command(
         check_output_path(out, directory=True)
     config = CompareConfig(baselines=tuple(baselines), test=test, correction=correction, alpha=alpha, seed=seed,
                            n_resamples=n_resamples, family=family)
+    check_trec_eval_version(trec_eval_version)
     qrels_dict, run_dicts = _eval_load(qrels, runs, names)
-    result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only)
+    result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only,
+                           trec_eval_version=trec_eval_version)
     comparison = compare_systems(result, config)
     board = build_leaderboard(result, comparison, title=title, exclude_from_best=exclude_from_best or ())
     console = Console()
@@ -376,10 +388,12 @@ def report_command(
     seed: int = typer.Option(None, "--seed", help="Seed (default: manifest, else 42)."),
     family: str = typer.Option(None, "--family", help="table | metric (default: manifest, else table)."),
     judged_queries_only: bool = typer.Option(False, "--judged-queries-only", help="As for evaluate."),
+    trec_eval_version: int = typer.Option(9, "--trec-eval", help=_TREC_EVAL_HELP),
 ) -> None:
     """One self-contained HTML report: leaderboards, significance, gap analysis, plots, provenance."""
     from rich.console import Console
 
+    from clir_eval.evaluation.evaluate import check_trec_eval_version
     from clir_eval.evaluation.manifest import read_results
     from clir_eval.evaluation.report import build_report, write_report
     from clir_eval.io import check_output_path
@@ -389,7 +403,7 @@ def report_command(
     report = build_report(
         read_results(results_dir), metrics=_eval_metrics(metrics) if metrics else None, baselines=baselines or None,
         oracle=oracle, test=test, correction=correction, alpha=alpha, seed=seed, family=family,
-        judged_queries_only=judged_queries_only,
+        judged_queries_only=judged_queries_only, trec_eval_version=check_trec_eval_version(trec_eval_version),
     )
     path = write_report(report, out, assets=assets)
     Console().print(f"wrote {path}", highlight=False)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, NamedTuple
 
 
 _BOM = "\ufeff"
@@ -27,6 +28,73 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# C's strtod grammar (what trec_eval's atof reads), in the C locale: ASCII only, no underscores. Hexadecimal
+# first, so "0x1p3" is 8.0 while "0xg" still reads its leading "0".
+_C_DOUBLE = re.compile(
+    r"[ \t\n\v\f\r]*([+-]?(?:"
+    r"0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?"
+    r"|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+    r"|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?"
+    r"|[nN][aA][nN](?:\([0-9A-Za-z_]*\))?))"
+)
+_C_LONG = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+
+class CNumber(NamedTuple):
+    """A number read as C reads it: ``value``, and whether the whole text was the number (``exact``)."""
+
+    value: float
+    exact: bool
+
+
+def _plain(text: str) -> bool:
+    """ASCII without underscores, spaces or control characters: where Python's float/int agree with C."""
+    return text.isascii() and text.isprintable() and "_" not in text and " " not in text
+
+
+def c_atof(text: str) -> CNumber | None:
+    """``text`` read as C's ``atof`` reads it (trec_eval's score reader): the longest leading ``strtod`` number.
+
+    ``"0_9"`` is 0.0 (the number stops at the underscore), ``"1e5x"`` 100000.0, ``"0x1p3"`` 8.0, ``"1e999"``
+    inf; Python's ``float`` would read ``"0_9"`` as 0.9 and ``"٩"`` (an Arabic-Indic nine) as 9.0.
+
+    Returns:
+        None when no number starts the text (``atof`` gives 0.0 there; the caller decides).
+    """
+    if _plain(text):
+        try:  # on plain ASCII, Python's grammar is a subset of strtod's, with equal values
+            return CNumber(float(text), True)
+        except ValueError:
+            pass
+    match = _C_DOUBLE.match(text)
+    if match is None:
+        return None
+    number = match[1]
+    if "x" in number or "X" in number:
+        try:
+            value = float.fromhex(number)
+        except OverflowError:  # strtod gives HUGE_VAL
+            value = float("-inf") if number.startswith("-") else float("inf")
+    else:
+        value = float(number.split("(")[0])  # "nan(chars)": the chars only choose a NaN payload
+    return CNumber(value, match.end() == len(text))
+
+
+def c_atol(text: str) -> CNumber | None:
+    """``text`` read as C's ``atol`` reads it (trec_eval's relevance reader): leading decimal digits, saturated
+    to a 64-bit long. ``"0_1"`` is 0, ``"1.5"`` 1, ``"0x10"`` 0. None when no digit starts the text."""
+    if _plain(text):
+        try:
+            return CNumber(min(max(int(text), _LONG_MIN), _LONG_MAX), True)
+        except ValueError:
+            pass
+    match = _C_LONG.match(text)
+    if match is None:
+        return None
+    return CNumber(min(max(int(match[1]), _LONG_MIN), _LONG_MAX), match.end() == len(text))
 
 
 class InputFileError(ValueError):

@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clir_eval.evaluation.comparison import Comparison, CompareConfig, compare_systems
-from clir_eval.evaluation.evaluate import EvaluationResult, evaluate_runs, qrels_from_records
+from clir_eval.evaluation.evaluate import (
+    DEFAULT_TREC_EVAL_VERSION,
+    EvaluationResult,
+    evaluate_runs,
+    qrels_from_records,
+)
 from clir_eval.evaluation.gaps import GapAnalysis, gap_analysis
 from clir_eval.evaluation.leaderboard import Leaderboard, build_leaderboard
 from clir_eval.evaluation.manifest import ResultsManifest, RunEntry
@@ -73,11 +78,13 @@ def build_report(
     oracle: str | None = None,
     language_groups: Mapping[str, str] | None = None,
     judged_queries_only: bool = False,
+    trec_eval_version: int = DEFAULT_TREC_EVAL_VERSION,
 ) -> Report:
     """Evaluate and compare every run of ``results``; arguments override the manifest's settings.
 
     Language groups come from ``language_groups``, else the manifest, else the built-in collection of the
-    same name (its ``groups``), else none (no gap analysis for that collection).
+    same name (its ``groups``), else none (no gap analysis for that collection). ``trec_eval_version``: 9
+    compares scores at float32 precision (trec_eval 9.x, pytrec_eval), 10 as doubles (trec_eval 10.0).
     """
     from clir_eval.collections.readers import read_qrels
     from clir_eval.retrieval.runs import read_run
@@ -113,7 +120,8 @@ def build_report(
         if len(set(names)) != len(names):
             raise ValueError(f"{collection}/{lang}: two runs are both called {_first_repeat(names)!r}")
         runs = {e.system: read_run(e.path) for e in entries}
-        result = evaluate_runs(qrels_cache[qrels_path], runs, metrics, judged_queries_only=judged_queries_only)
+        result = evaluate_runs(qrels_cache[qrels_path], runs, metrics, judged_queries_only=judged_queries_only,
+                               trec_eval_version=trec_eval_version)
         present = tuple(b for b in baselines if b in runs)
         comparison = None
         if config is not None and present:
