@@ -23,14 +23,17 @@ def _configure(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of every error, bad input included."),
 ) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     _settings["debug"] = debug
+    # Logs go to stderr: stdout carries only a command's result (evaluate --json must stay parseable).
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
     )
+    logging.captureWarnings(True)  # third-party warnings become log records on the same stderr handler
 
 
 def _user_errors(command: Callable[..., None]) -> Callable[..., None]:
@@ -55,7 +58,11 @@ def _is_user_error(exc: Exception) -> bool:
     """Bad input rather than a bug: a path that is missing, unreadable or of the wrong kind, or a
     ``ValueError``/``KeyError`` raised by this package's own checks (``InputFileError``, ``ConfigError``,
     ``LeakageError``, registry look-ups, ... ); the same types raised inside a library are bugs."""
+    from clir_eval.io import REFUSED_ERRNOS
+
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return exc.filename is not None
+    if isinstance(exc, OSError) and exc.errno in REFUSED_ERRNOS:  # disk full, read-only: the path given
         return exc.filename is not None
     from clir_eval.models.loading import ModelNotAvailableError
 
@@ -342,7 +349,7 @@ def compare_command(
     from clir_eval.evaluation.evaluate import check_trec_eval_version, evaluate_runs
     from clir_eval.evaluation.leaderboard import build_leaderboard
     from clir_eval.evaluation.plots import difference_figure, save_figure
-    from clir_eval.io import check_output_path, safe_filename, write_csv
+    from clir_eval.io import check_output_path, inside, safe_filename, staged_outputs, write_csv
 
     if out is not None:
         check_output_path(out, directory=True)
@@ -358,17 +365,19 @@ def compare_command(
     console.print(Markdown(board.to_markdown().replace("<sup>", "^").replace("</sup>", "")))
     if out is None:
         return
-    written = board.save(out)
-    written.append(write_csv(comparison.to_dataframe(), out / "tests.csv"))
-    written.append(write_csv(result.per_query_dataframe(), out / "per_query.csv"))
-    primary = result.metrics[0]
-    for baseline in config.baselines:
-        for system in result.runs:
-            if system != baseline:
-                figure = difference_figure(result.per_query[baseline][primary], result.per_query[system][primary],
-                                           metric=primary, system=system, baseline=baseline)
-                stem = safe_filename(f"diff_{system}_vs_{baseline}_{primary}")
-                written += save_figure(figure, out / "figures" / stem)
+    with staged_outputs(out) as stage:  # all files or none, whatever the disk says
+        written = board.save(stage)
+        written.append(write_csv(comparison.to_dataframe(), stage / "tests.csv"))
+        written.append(write_csv(result.per_query_dataframe(), stage / "per_query.csv"))
+        primary = result.metrics[0]
+        for baseline in config.baselines:
+            for system in result.runs:
+                if system != baseline:
+                    figure = difference_figure(result.per_query[baseline][primary],
+                                               result.per_query[system][primary],
+                                               metric=primary, system=system, baseline=baseline)
+                    stem = safe_filename(f"diff_{system}_vs_{baseline}_{primary}")
+                    written += save_figure(figure, inside(stage, stage / "figures" / stem))
     console.print(f"wrote {len(written)} files to {out}", highlight=False)
 
 

@@ -108,28 +108,119 @@ class InputFileError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+#: What the system answers when it will not take an output (disk full, read-only, not allowed): bad input
+#: to the command (the path it was given), not a bug.
+REFUSED_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _blame(exc: BaseException, path: Path, scratch: str | os.PathLike | None) -> BaseException:
+    """``exc`` naming ``path`` (the output the user gave) when the system refused a write to it, to anything
+    under it or under ``scratch`` (its temporary name), to no file in particular, or before ``scratch``
+    existed; else ``exc`` unchanged."""
+    if not isinstance(exc, OSError) or exc.errno not in REFUSED_ERRNOS:
+        return exc
+    where = exc.filename
+    if scratch is not None and isinstance(where, str) and not any(
+            Path(where).is_relative_to(p) for p in (path, scratch)):
+        return exc  # the body's own file (an input it read): its name is the right one
+    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it onto ``path``, on error delete it.
 
     A reader never sees a half-written file under the final name, and an existing
-    file is left untouched when writing fails.
+    file is left untouched when writing fails. When the system refuses the write (disk full, read-only,
+    permission: :data:`REFUSED_ERRNOS`) the ``OSError`` names ``path``, not the temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    binary = "b" in mode
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-    os.chmod(tmp, 0o666 & ~_umask())
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        binary = "b" in mode
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, mode, encoding=None if binary else encoding, newline=None if binary else "\n") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        blamed = _blame(exc, path, tmp)
+        if blamed is exc:
+            raise
+        raise blamed from exc
+
+
+@contextlib.contextmanager
+def staged_outputs(target: str | os.PathLike) -> Iterator[Path]:
+    """Build a command's outputs in a staging directory beside ``target`` and move them all in at the end.
+
+    The outputs of one command appear together or not at all: a failure while writing (a full disk, say)
+    leaves ``target`` as it was, and a failure while moving puts back what was moved. Files already in
+    ``target`` that the command does not write are kept. The system's refusals name ``target``.
+
+    Yields:
+        The staging directory: write every output under it, at the path it has under ``target``.
+    """
+    import shutil
+
+    target = Path(target)
+    stage = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp creates 0700
+        yield stage
+        _move_in(stage, target)
+    except BaseException as exc:
+        blamed = _blame(exc, target, stage)
+        if blamed is exc:
+            raise
+        raise blamed from exc
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _move_in(stage: Path, target: Path) -> None:
+    """Rename every file under ``stage`` to the same place under ``target``; undo all of it on failure."""
+    if not target.exists():
+        os.replace(stage, target)  # the whole set in one rename
+        return
+    files = sorted(p for p in stage.rglob("*") if not p.is_dir())
+    backups = stage / ".replaced"
+    moved: list[tuple[Path, Path, Path | None]] = []  # (staged file, final path, backup of what it replaced)
+    created: list[Path] = []
+    try:
+        for file in files:
+            final = target / file.relative_to(stage)
+            for folder in reversed(final.relative_to(target).parents[:-1]):
+                if not (target / folder).exists():
+                    (target / folder).mkdir()
+                    created.append(target / folder)
+            backup = None
+            if final.exists():
+                backup = backups / file.relative_to(stage)
+                backup.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(final, backup)
+            moved.append((file, final, backup))
+            os.replace(file, final)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        for file, final, backup in reversed(moved):
+            with contextlib.suppress(OSError):
+                if final.exists() and not file.exists():
+                    os.replace(final, file)
+                if backup is not None:
+                    os.replace(backup, final)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
 
 
@@ -145,8 +236,22 @@ def write_csv(frame: Any, path: str | os.PathLike, *, index: bool = False) -> Pa
 
 
 def safe_filename(name: str) -> str:
-    """``name`` as one path component: characters other than letters, digits, ``-``, ``_`` and ``.`` become ``_``."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
+    """``name`` as one path component: characters other than letters, digits, ``-``, ``_`` and ``.`` become ``_``,
+    and a name of dots only (``.``, ``..``, which would name this directory or its parent) becomes underscores."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
+    return "_" * len(safe) if not safe.strip(".") else safe
+
+
+def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``path``, checked to resolve (symbolic links followed) inside the directory ``root``.
+
+    Raises:
+        ValueError: ``path`` would be written outside ``root`` (names taken from a manifest, e.g. ``..``).
+    """
+    root, path = Path(root), Path(path)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"{path}: refusing to write outside the output directory {root}")
+    return path
 
 
 @contextlib.contextmanager

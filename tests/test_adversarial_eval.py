@@ -183,3 +183,245 @@ def test_the_trec_eval_option_on_the_command_line(tmp_path):
     assert means == {"9": 1.0, "10": 0.5}
     result = invoke("evaluate", tmp_path / "r.run", "--qrels", tmp_path / "q", "--trec-eval", "8")
     assert result.exit_code == 2 and "error:" in result.output and "9, 10" in result.output
+
+
+# ---- 2. undefined tests say so --------------------------------------------------------------------------------
+
+from clir_eval.evaluation.comparison import CompareConfig, compare_systems  # noqa: E402
+from clir_eval.evaluation.leaderboard import build_leaderboard  # noqa: E402
+from clir_eval.evaluation.significance import paired_t_test, randomization_test  # noqa: E402
+
+from test_evaluation_report import make_runs, results_dir, write_qrels  # noqa: E402
+
+
+@pytest.mark.parametrize("control, treatment", [
+    ([0.1, 0.2], [0.3, 0.4]),  # two queries, constant difference: scipy's t is inf, p = 0
+    ([0.1, 0.2, 0.5, 0.7, 0.9], [0.3, 0.4, 0.7, 0.9, 1.1]),  # constant difference, zero variance
+    ([0.5, 0.2], [0.6, 0.9]),  # two queries, varying difference: still fewer than 3
+])
+def test_a_t_test_whose_statistic_is_undefined_says_so_instead_of_p_0(control, treatment):
+    result = paired_t_test(np.array(control), np.array(treatment))
+    assert math.isnan(result.p_value) and math.isnan(result.statistic)
+    assert "undefined" in result.undefined
+
+
+def test_differences_equal_up_to_rounding_are_zero_variance_and_scipy_warns_nothing(caplog):
+    import warnings
+
+    control = np.array([0.1, 0.2, 0.3, 0.4])
+    treatment = control + 0.1  # 0.1 + 0.2 - 0.2 is not 0.1: the differences differ in the last bits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = paired_t_test(control, treatment)
+    assert math.isnan(result.p_value) and "zero variance" in result.undefined
+
+
+def test_identical_systems_keep_p_1_and_the_randomization_test_is_unchanged():
+    scores = np.array([0.1, 0.5, 0.9])
+    assert paired_t_test(scores, scores).p_value == 1.0
+    two = randomization_test(np.array([0.1, 0.2]), np.array([0.3, 0.4]), seed=0, n_resamples=999)
+    assert 0.4 < two.p_value < 0.6 and not two.undefined
+
+
+def test_an_undefined_test_is_reported_in_the_comparison_the_leaderboard_and_tests_csv(tmp_path):
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}}
+    runs = {"base": {"q1": {"x": 2.0, "a": 1.0}, "q2": {"y": 2.0, "b": 1.0}},  # rr 0.5 on both
+            "sys": {"q1": {"a": 2.0}, "q2": {"b": 2.0}}}  # rr 1 on both: constant difference 0.5
+    write_qrels(tmp_path / "qrels", qrels)
+    from clir_eval.retrieval.runs import write_run
+
+    for name, run in runs.items():
+        write_run(tmp_path / f"{name}.run", run, tag=name)
+    result = invoke("compare", tmp_path / "base.run", tmp_path / "sys.run", "--qrels", tmp_path / "qrels",
+                    "--baseline", "base", "-m", "mrr", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    tests = pd.read_csv(tmp_path / "out" / "tests.csv")
+    assert tests["p_value"].isna().all() and not tests["significant"].any()
+    assert tests["undefined"].str.contains("t-test undefined on 2 queries").all()
+    assert tests["ci_low"].isna().all()  # nor a bootstrap interval from 2 queries
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "<sup>" not in markdown and "Not tested, no mark: sys vs base on mrr: t-test undefined" in markdown
+    assert json.loads((tmp_path / "out" / "leaderboard.json").read_text())["undefined"][0]["system"] == "sys"
+
+
+# ---- 3. markup in names ---------------------------------------------------------------------------------------
+
+def test_markup_in_names_is_escaped_in_markdown_and_latex(tmp_path):
+    qrels, runs = make_runs(0, n=12)
+    write_qrels(tmp_path / "qrels", qrels)
+    from clir_eval.retrieval.runs import write_run
+
+    paths = []
+    for name in ("bm25", "student"):
+        write_run(tmp_path / f"{name}.run", runs[name], tag=name)
+        paths.append(tmp_path / f"{name}.run")
+    script, latex = "<script>alert(1)</script>", r"\input{/etc/passwd}"
+    result = invoke("compare", *paths, "--qrels", tmp_path / "qrels", "--name", latex, "--name", script,
+                    "--baseline", latex, "--not-best", script, "--title", "<b>t</b>", "-m", "mrr",
+                    "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "<script>" not in markdown and "<b>" not in markdown and "&lt;script&gt;" in markdown
+    tex = (tmp_path / "out" / "leaderboard.tex").read_text()
+    assert r"\input{" not in tex and r"\textbackslash{}input\{/etc/passwd\}" in tex
+    page = (tmp_path / "out" / "leaderboard.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+# ---- 4. output paths stay inside their directory --------------------------------------------------------------
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("collection, lang", [("..", ".."), ("../../escape", "a/../../b"), (".", "..")])
+def test_a_manifest_cannot_make_report_write_outside_its_assets(tmp_path, collection, lang):
+    root = results_dir(tmp_path / "in", with_manifest=True)
+    manifest = json.loads((root / "manifest.json").read_text())
+    for entry in manifest["runs"]:
+        original = entry["path"].split("/")[2]  # runs/toy/<lang>/<system>.run
+        entry["collection"], entry["lang"] = collection, lang if original == "sw" else original
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    before = _files(tmp_path)
+    assets, html = tmp_path / "in" / "results" / "assets" / "deep", tmp_path / "in" / "results" / "r.html"
+    result = invoke("report", root, "--out", html, "--assets", assets, "--test", "t")
+    assert result.exit_code == 0, result.output
+    new = _files(tmp_path) - before
+    assert new and all(p == html or p.is_relative_to(assets) for p in new), sorted(map(str, new))
+
+
+def test_safe_filename_never_names_a_parent_and_inside_refuses_an_escape(tmp_path):
+    from clir_eval.io import inside, safe_filename
+
+    assert safe_filename("..") == "__" and safe_filename(".") == "_" and safe_filename("a/../b") == "a_.._b"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "link").symlink_to(tmp_path)
+    with pytest.raises(ValueError, match="outside the output directory"):
+        inside(tmp_path / "out", tmp_path / "out" / "link" / "x")
+    assert inside(tmp_path / "out", tmp_path / "out" / "a" / "b") == tmp_path / "out" / "a" / "b"
+
+
+# ---- 5. clean channels ----------------------------------------------------------------------------------------
+
+def test_evaluate_json_writes_only_json_on_stdout_and_logs_on_stderr(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "q").write_text("q1 0 b 1\nq1 0 a 0\n")
+    # a score atof reads differently from float() and a second run tag: two warnings
+    (tmp_path / "r.run").write_text("q1 Q0 a 1 0_9 t\nq1 Q0 b 2 0.5 other\n")
+    done = subprocess.run([sys.executable, "-m", "clir_eval.cli", "evaluate", str(tmp_path / "r.run"), "--qrels",
+                           str(tmp_path / "q"), "-m", "mrr,r-precision", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"r": {"mrr": 1.0, "r-precision": 1.0}}
+    assert "atof" in done.stderr and "run tag" in done.stderr
+    assert "Warning:" not in done.stderr  # third-party warnings are filtered or logged, not printed raw
+
+
+# ---- 6. the OS says no ----------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def compare_files(tmp_path):
+    qrels, runs = make_runs(0, n=10)
+    write_qrels(tmp_path / "qrels", qrels)
+    from clir_eval.retrieval.runs import write_run
+
+    paths = []
+    for name in ("bm25", "student"):
+        write_run(tmp_path / f"{name}.run", runs[name], tag=name)
+        paths.append(tmp_path / f"{name}.run")
+    return ["compare", *paths, "--qrels", tmp_path / "qrels", "--baseline", "bm25", "-m", "mrr"]
+
+
+def _fail_on_call(n: int, error: OSError, real):
+    calls = {"n": 0}
+
+    def fake(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= n:
+            raise error
+        return real(*args, **kwargs)
+    return fake
+
+
+def _no_leftovers(directory: Path) -> None:
+    assert not [p for p in directory.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_compare_on_a_full_disk_names_the_out_path_and_writes_no_partial_set(tmp_path, monkeypatch,
+                                                                          compare_files, existing):
+    import os
+
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+        (out / "leaderboard.md").write_text("old")
+    monkeypatch.setattr(os, "fsync", _fail_on_call(4, OSError(errno.ENOSPC, "No space left on device"), os.fsync))
+    result = invoke(*compare_files, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert f"error: {out}: No space left on device" in " ".join(result.output.split())
+    assert (sorted(p.name for p in out.iterdir()) == ["leaderboard.md"] and
+            (out / "leaderboard.md").read_text() == "old") if existing else not out.exists()
+    _no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("code, message", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")])
+def test_compare_on_a_read_only_or_forbidden_directory_names_the_out_path(tmp_path, monkeypatch, compare_files,
+                                                                        code, message):
+    import tempfile
+
+    out = tmp_path / "out"
+
+    def refuse(*args, dir=None, **kwargs):  # noqa: A002 - tempfile's own keyword
+        raise OSError(code, message, str(Path(dir) / ".out.x1y2.tmp"))
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    result = invoke(*compare_files, "--out", out)
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"error: {out}: {message}" in text and ".tmp" not in text
+    assert not out.exists()
+
+
+def test_compare_refused_while_moving_in_puts_back_what_it_moved(tmp_path, monkeypatch, compare_files):
+    import os
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "leaderboard.md").write_text("old")
+    (out / "mine.txt").write_text("kept")
+    real = os.replace
+
+    def replace(src, dst):  # the fourth file moved into out is refused
+        if Path(dst).parent == out and Path(src).parent != out and not Path(dst).name.startswith("."):
+            replace.n += 1
+            if replace.n == 4:
+                raise PermissionError(errno.EACCES, "Permission denied", str(dst))
+        return real(src, dst)
+    replace.n = 0
+    monkeypatch.setattr(os, "replace", replace)
+    result = invoke(*compare_files, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert f"error: {out}: Permission denied" in " ".join(result.output.split())
+    assert sorted(p.name for p in out.rglob("*")) == ["leaderboard.md", "mine.txt"]
+    assert (out / "leaderboard.md").read_text() == "old"
+    _no_leftovers(tmp_path)
+
+
+def test_report_on_a_full_disk_leaves_neither_html_nor_assets(tmp_path, monkeypatch):
+    import os
+
+    root = results_dir(tmp_path, with_manifest=True)
+    before = _files(tmp_path)
+    monkeypatch.setattr(os, "fsync", _fail_on_call(12, OSError(errno.ENOSPC, "No space left on device"), os.fsync))
+    result = invoke("report", root, "--test", "t")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "error:" in text and "No space left on device" in text and ".tmp" not in text
+    assert str(root / "report") in text or str(root / "report.html") in text
+    assert _files(tmp_path) == before
+    assert not (root / "report").exists()

@@ -27,7 +27,7 @@ from clir_eval.evaluation.gaps import GapAnalysis, gap_analysis
 from clir_eval.evaluation.leaderboard import Leaderboard, build_leaderboard
 from clir_eval.evaluation.manifest import ResultsManifest, RunEntry
 from clir_eval.evaluation.plots import save_figure
-from clir_eval.io import atomic_write, safe_filename, sha256_file, write_csv
+from clir_eval.io import atomic_write, inside, safe_filename, sha256_file, staged_outputs, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def render_html(report: Report, *, n_resamples_plot: int = 2_000, figure_dir: st
 
     def embed(figure, alt: str, *name: str, wide: bool = False) -> str:
         if figure_dir is not None:
-            save_figure(figure, Path(figure_dir, *name))
+            save_figure(figure, inside(figure_dir, Path(figure_dir, *name)))
         return _img(figure_png(figure), alt, wide=wide)
 
     results = report.results
@@ -292,11 +292,17 @@ def write_report(report: Report, path: str | os.PathLike, *, assets: str | os.Pa
             ``leaderboard.{md,tex,csv,json,html}``, ``tests.csv`` and ``gaps/<collection>.csv``.
     """
     path = Path(path)
-    if assets is not None:
-        save_tables(report, assets)
-    text = render_html(report, figure_dir=None if assets is None else Path(assets) / "figures")
     with atomic_write(path) as handle:
-        handle.write(text)
+        if assets is None:
+            handle.write(render_html(report))
+            return path
+        # The HTML and every asset appear together or not at all: the assets are staged, the HTML written
+        # and synced (a full disk shows here), then the assets move in and the HTML is renamed into place.
+        with staged_outputs(assets) as stage:
+            save_tables(report, stage)
+            handle.write(render_html(report, figure_dir=stage / "figures"))
+            handle.flush()
+            os.fsync(handle.fileno())
     return path
 
 
@@ -305,12 +311,12 @@ def save_tables(report: Report, directory: str | os.PathLike) -> list[Path]:
     directory = Path(directory)
     written: list[Path] = []
     for t in report.tables:
-        folder = directory / "leaderboards" / safe_filename(t.collection) / safe_filename(t.lang)
+        folder = inside(directory, directory / "leaderboards" / safe_filename(t.collection) / safe_filename(t.lang))
         written += t.leaderboard.save(folder)
         if t.comparison is not None:
             written.append(write_csv(t.comparison.to_dataframe(), folder / "tests.csv"))
     for collection, gap in report.gaps.items():
-        path = directory / "gaps" / f"{safe_filename(collection)}.csv"
+        path = inside(directory, directory / "gaps" / f"{safe_filename(collection)}.csv")
         written.append(write_csv(gap.to_dataframe(), path, index=True))
     return written
 
