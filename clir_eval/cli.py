@@ -298,9 +298,7 @@ def evaluate_command(
     from rich.console import Console
     from rich.table import Table
 
-    from clir_eval.evaluation.evaluate import evaluate_runs
-
-    from clir_eval.evaluation.evaluate import check_trec_eval_version
+    from clir_eval.evaluation.evaluate import check_trec_eval_version, evaluate_runs
 
     check_trec_eval_version(trec_eval_version)
     qrels_dict, run_dicts = _eval_load(qrels, runs, names)
