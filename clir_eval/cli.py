@@ -38,14 +38,17 @@ def _configure(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the installed version and exit."),
 ) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     _settings["debug"] = debug
+    # Logs go to stderr: stdout carries only a command's result (evaluate --json must stay parseable).
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)],
     )
+    logging.captureWarnings(True)  # third-party warnings become log records on the same stderr handler
 
 
 def _user_errors(command: Callable[..., None]) -> Callable[..., None]:
@@ -70,7 +73,11 @@ def _is_user_error(exc: Exception) -> bool:
     """Bad input rather than a bug: a path that is missing, unreadable or of the wrong kind, or a
     ``ValueError``/``KeyError`` raised by this package's own checks (``InputFileError``, ``ConfigError``,
     ``LeakageError``, registry look-ups, ... ); the same types raised inside a library are bugs."""
+    from clir_eval.io import REFUSED_ERRNOS
+
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return exc.filename is not None
+    if isinstance(exc, OSError) and exc.errno in REFUSED_ERRNOS:  # disk full, read-only: the path given
         return exc.filename is not None
     from clir_eval.models.loading import ModelNotAvailableError
 
@@ -250,6 +257,10 @@ _METRICS_HELP = ("Metric (ranx names: map, ndcg@10, precision@10, recall@100, mr
                  "repeat the option or separate with commas.")
 
 
+_TREC_EVAL_HELP = ("Score precision of the trec_eval reproduced: 9 = float32, as trec_eval 9.x and pytrec_eval "
+                   "(near-equal scores tie, ties break by docid); 10 = double, as trec_eval 10.0.")
+
+
 def _eval_metrics(values: list[str]) -> list[str]:
     return [name for value in values for name in value.replace(",", " ").split()]
 
@@ -293,6 +304,7 @@ def evaluate_command(
     names: list[str] = typer.Option(None, "--name", help="Name of each run, in order (default: file stem)."),
     per_query: bool = typer.Option(False, "--per-query", help="Also give every query's score (like trec_eval -q)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON {run: {metric: mean}} at full precision."),
+    trec_eval_version: int = typer.Option(9, "--trec-eval", help=_TREC_EVAL_HELP),
     judged_queries_only: bool = typer.Option(
         False, "--judged-queries-only",
         help="Average over queries in both run and qrels (plain trec_eval); default: every qrels query, "
@@ -304,10 +316,12 @@ def evaluate_command(
     from rich.console import Console
     from rich.table import Table
 
-    from clir_eval.evaluation.evaluate import evaluate_runs
+    from clir_eval.evaluation.evaluate import check_trec_eval_version, evaluate_runs
 
+    check_trec_eval_version(trec_eval_version)
     qrels_dict, run_dicts = _eval_load(qrels, runs, names)
-    result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only)
+    result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only,
+                           trec_eval_version=trec_eval_version)
     if as_json:
         typer.echo(json.dumps(result.to_json_dict(per_query=per_query), indent=2))
         return
@@ -339,6 +353,7 @@ def compare_command(
     title: str = typer.Option("", "--title", help="Leaderboard caption."),
     exclude_from_best: list[str] = typer.Option(None, "--not-best", help="Run never set in bold (e.g. an oracle)."),
     judged_queries_only: bool = typer.Option(False, "--judged-queries-only", help="As for evaluate."),
+    trec_eval_version: int = typer.Option(9, "--trec-eval", help=_TREC_EVAL_HELP),
     out: Path = typer.Option(None, "--out", help="Directory for leaderboard.{md,tex,csv,json,html}, tests.csv, "
                                                  "per_query.csv and figures/ (default: print only)."),
 ) -> None:
@@ -347,34 +362,38 @@ def compare_command(
     from rich.markdown import Markdown
 
     from clir_eval.evaluation.comparison import CompareConfig, compare_systems
-    from clir_eval.evaluation.evaluate import evaluate_runs
+    from clir_eval.evaluation.evaluate import check_trec_eval_version, evaluate_runs
     from clir_eval.evaluation.leaderboard import build_leaderboard
     from clir_eval.evaluation.plots import difference_figure, save_figure
-    from clir_eval.io import check_output_path, safe_filename, write_csv
+    from clir_eval.io import check_output_path, inside, safe_filename, staged_outputs, write_csv
 
     if out is not None:
         check_output_path(out, directory=True)
     config = CompareConfig(baselines=tuple(baselines), test=test, correction=correction, alpha=alpha, seed=seed,
                            n_resamples=n_resamples, family=family)
+    check_trec_eval_version(trec_eval_version)
     qrels_dict, run_dicts = _eval_load(qrels, runs, names)
-    result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only)
+    result = evaluate_runs(qrels_dict, run_dicts, _eval_metrics(metrics), judged_queries_only=judged_queries_only,
+                           trec_eval_version=trec_eval_version)
     comparison = compare_systems(result, config)
     board = build_leaderboard(result, comparison, title=title, exclude_from_best=exclude_from_best or ())
     console = Console()
     console.print(Markdown(board.to_markdown().replace("<sup>", "^").replace("</sup>", "")))
     if out is None:
         return
-    written = board.save(out)
-    written.append(write_csv(comparison.to_dataframe(), out / "tests.csv"))
-    written.append(write_csv(result.per_query_dataframe(), out / "per_query.csv"))
-    primary = result.metrics[0]
-    for baseline in config.baselines:
-        for system in result.runs:
-            if system != baseline:
-                figure = difference_figure(result.per_query[baseline][primary], result.per_query[system][primary],
-                                           metric=primary, system=system, baseline=baseline)
-                stem = safe_filename(f"diff_{system}_vs_{baseline}_{primary}")
-                written += save_figure(figure, out / "figures" / stem)
+    with staged_outputs(out) as stage:  # all files or none, whatever the disk says
+        written = board.save(stage)
+        written.append(write_csv(comparison.to_dataframe(), stage / "tests.csv"))
+        written.append(write_csv(result.per_query_dataframe(), stage / "per_query.csv"))
+        primary = result.metrics[0]
+        for baseline in config.baselines:
+            for system in result.runs:
+                if system != baseline:
+                    figure = difference_figure(result.per_query[baseline][primary],
+                                               result.per_query[system][primary],
+                                               metric=primary, system=system, baseline=baseline)
+                    stem = safe_filename(f"diff_{system}_vs_{baseline}_{primary}")
+                    written += save_figure(figure, inside(stage, stage / "figures" / stem))
     console.print(f"wrote {len(written)} files to {out}", highlight=False)
 
 
@@ -394,10 +413,12 @@ def report_command(
     seed: int = typer.Option(None, "--seed", help="Seed (default: manifest, else 42)."),
     family: str = typer.Option(None, "--family", help="table | metric (default: manifest, else table)."),
     judged_queries_only: bool = typer.Option(False, "--judged-queries-only", help="As for evaluate."),
+    trec_eval_version: int = typer.Option(9, "--trec-eval", help=_TREC_EVAL_HELP),
 ) -> None:
     """One self-contained HTML report: leaderboards, significance, gap analysis, plots, provenance."""
     from rich.console import Console
 
+    from clir_eval.evaluation.evaluate import check_trec_eval_version
     from clir_eval.evaluation.manifest import read_results
     from clir_eval.evaluation.report import build_report, write_report
     from clir_eval.io import check_output_path
@@ -407,7 +428,7 @@ def report_command(
     report = build_report(
         read_results(results_dir), metrics=_eval_metrics(metrics) if metrics else None, baselines=baselines or None,
         oracle=oracle, test=test, correction=correction, alpha=alpha, seed=seed, family=family,
-        judged_queries_only=judged_queries_only,
+        judged_queries_only=judged_queries_only, trec_eval_version=check_trec_eval_version(trec_eval_version),
     )
     path = write_report(report, out, assets=assets)
     Console().print(f"wrote {path}", highlight=False)

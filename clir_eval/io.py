@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, NamedTuple
 
 
 _BOM = "\ufeff"
@@ -29,6 +30,73 @@ def _umask() -> int:
     return mask
 
 
+# C's strtod grammar (what trec_eval's atof reads), in the C locale: ASCII only, no underscores. Hexadecimal
+# first, so "0x1p3" is 8.0 while "0xg" still reads its leading "0".
+_C_DOUBLE = re.compile(
+    r"[ \t\n\v\f\r]*([+-]?(?:"
+    r"0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?"
+    r"|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+    r"|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?"
+    r"|[nN][aA][nN](?:\([0-9A-Za-z_]*\))?))"
+)
+_C_LONG = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+
+class CNumber(NamedTuple):
+    """A number read as C reads it: ``value``, and whether the whole text was the number (``exact``)."""
+
+    value: float
+    exact: bool
+
+
+def _plain(text: str) -> bool:
+    """ASCII without underscores, spaces or control characters: where Python's float/int agree with C."""
+    return text.isascii() and text.isprintable() and "_" not in text and " " not in text
+
+
+def c_atof(text: str) -> CNumber | None:
+    """``text`` read as C's ``atof`` reads it (trec_eval's score reader): the longest leading ``strtod`` number.
+
+    ``"0_9"`` is 0.0 (the number stops at the underscore), ``"1e5x"`` 100000.0, ``"0x1p3"`` 8.0, ``"1e999"``
+    inf; Python's ``float`` would read ``"0_9"`` as 0.9 and ``"٩"`` (an Arabic-Indic nine) as 9.0.
+
+    Returns:
+        None when no number starts the text (``atof`` gives 0.0 there; the caller decides).
+    """
+    if _plain(text):
+        try:  # on plain ASCII, Python's grammar is a subset of strtod's, with equal values
+            return CNumber(float(text), True)
+        except ValueError:
+            pass
+    match = _C_DOUBLE.match(text)
+    if match is None:
+        return None
+    number = match[1]
+    if "x" in number or "X" in number:
+        try:
+            value = float.fromhex(number)
+        except OverflowError:  # strtod gives HUGE_VAL
+            value = float("-inf") if number.startswith("-") else float("inf")
+    else:
+        value = float(number.split("(")[0])  # "nan(chars)": the chars only choose a NaN payload
+    return CNumber(value, match.end() == len(text))
+
+
+def c_atol(text: str) -> CNumber | None:
+    """``text`` read as C's ``atol`` reads it (trec_eval's relevance reader): leading decimal digits, saturated
+    to a 64-bit long. ``"0_1"`` is 0, ``"1.5"`` 1, ``"0x10"`` 0. None when no digit starts the text."""
+    if _plain(text):
+        try:
+            return CNumber(min(max(int(text), _LONG_MIN), _LONG_MAX), True)
+        except ValueError:
+            pass
+    match = _C_LONG.match(text)
+    if match is None:
+        return None
+    return CNumber(min(max(int(match[1]), _LONG_MIN), _LONG_MAX), match.end() == len(text))
+
+
 class InputFileError(ValueError):
     """Bad user input, located: ``path:line: message`` (line is 1-based, or None for whole-file problems)."""
 
@@ -40,28 +108,119 @@ class InputFileError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+#: What the system answers when it will not take an output (disk full, read-only, not allowed): bad input
+#: to the command (the path it was given), not a bug.
+REFUSED_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _blame(exc: BaseException, path: Path, scratch: str | os.PathLike | None) -> BaseException:
+    """``exc`` naming ``path`` (the output the user gave) when the system refused a write to it, to anything
+    under it or under ``scratch`` (its temporary name), to no file in particular, or before ``scratch``
+    existed; else ``exc`` unchanged."""
+    if not isinstance(exc, OSError) or exc.errno not in REFUSED_ERRNOS:
+        return exc
+    where = exc.filename
+    if scratch is not None and isinstance(where, str) and not any(
+            Path(where).is_relative_to(p) for p in (path, scratch)):
+        return exc  # the body's own file (an input it read): its name is the right one
+    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it onto ``path``, on error delete it.
 
     A reader never sees a half-written file under the final name, and an existing
-    file is left untouched when writing fails.
+    file is left untouched when writing fails. When the system refuses the write (disk full, read-only,
+    permission: :data:`REFUSED_ERRNOS`) the ``OSError`` names ``path``, not the temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    binary = "b" in mode
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp creates 0600 files; give the result the permissions a plain open() would.
-    os.chmod(tmp, 0o666 & ~_umask())
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        binary = "b" in mode
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, mode, encoding=None if binary else encoding, newline=None if binary else "\n") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        blamed = _blame(exc, path, tmp)
+        if blamed is exc:
+            raise
+        raise blamed from exc
+
+
+@contextlib.contextmanager
+def staged_outputs(target: str | os.PathLike) -> Iterator[Path]:
+    """Build a command's outputs in a staging directory beside ``target`` and move them all in at the end.
+
+    The outputs of one command appear together or not at all: a failure while writing (a full disk, say)
+    leaves ``target`` as it was, and a failure while moving puts back what was moved. Files already in
+    ``target`` that the command does not write are kept. The system's refusals name ``target``.
+
+    Yields:
+        The staging directory: write every output under it, at the path it has under ``target``.
+    """
+    import shutil
+
+    target = Path(target)
+    stage = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp creates 0700
+        yield stage
+        _move_in(stage, target)
+    except BaseException as exc:
+        blamed = _blame(exc, target, stage)
+        if blamed is exc:
+            raise
+        raise blamed from exc
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _move_in(stage: Path, target: Path) -> None:
+    """Rename every file under ``stage`` to the same place under ``target``; undo all of it on failure."""
+    if not target.exists():
+        os.replace(stage, target)  # the whole set in one rename
+        return
+    files = sorted(p for p in stage.rglob("*") if not p.is_dir())
+    backups = stage / ".replaced"
+    moved: list[tuple[Path, Path, Path | None]] = []  # (staged file, final path, backup of what it replaced)
+    created: list[Path] = []
+    try:
+        for file in files:
+            final = target / file.relative_to(stage)
+            for folder in reversed(final.relative_to(target).parents[:-1]):
+                if not (target / folder).exists():
+                    (target / folder).mkdir()
+                    created.append(target / folder)
+            backup = None
+            if final.exists():
+                backup = backups / file.relative_to(stage)
+                backup.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(final, backup)
+            moved.append((file, final, backup))
+            os.replace(file, final)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        for file, final, backup in reversed(moved):
+            with contextlib.suppress(OSError):
+                if final.exists() and not file.exists():
+                    os.replace(final, file)
+                if backup is not None:
+                    os.replace(backup, final)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
 
 
@@ -77,8 +236,22 @@ def write_csv(frame: Any, path: str | os.PathLike, *, index: bool = False) -> Pa
 
 
 def safe_filename(name: str) -> str:
-    """``name`` as one path component: characters other than letters, digits, ``-``, ``_`` and ``.`` become ``_``."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
+    """``name`` as one path component: characters other than letters, digits, ``-``, ``_`` and ``.`` become ``_``,
+    and a name of dots only (``.``, ``..``, which would name this directory or its parent) becomes underscores."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "_"
+    return "_" * len(safe) if not safe.strip(".") else safe
+
+
+def inside(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``path``, checked to resolve (symbolic links followed) inside the directory ``root``.
+
+    Raises:
+        ValueError: ``path`` would be written outside ``root`` (names taken from a manifest, e.g. ``..``).
+    """
+    root, path = Path(root), Path(path)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"{path}: refusing to write outside the output directory {root}")
+    return path
 
 
 @contextlib.contextmanager

@@ -17,13 +17,16 @@ whitespace-separated). A leading UTF-8 byte-order mark is ignored (:func:`clir_e
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Iterator
 
 from clir_eval.collections.records import BitextPair, Document, Qrel, Topic
-from clir_eval.io import InputFileError, has_whitespace, read_text_lines
+from clir_eval.io import CNumber, InputFileError, c_atol, has_whitespace, read_text_lines
+
+logger = logging.getLogger(__name__)
 
 # A TREC topic block's fields: the text after a tag runs until the next tag (or the end of the block).
 _TREC_NUM = re.compile(r"<num>\s*(?:Number:)?\s*(.*?)\s*(?=<|\n|$)", re.IGNORECASE)
@@ -133,10 +136,16 @@ def _parse_trec_block(path: str | os.PathLike, start: int, text: str, lang: str)
 def read_qrels(path: str | os.PathLike) -> list[Qrel]:
     """Read TREC qrels ``qid iteration docid relevance`` (whitespace-separated; the iteration is ignored).
 
-    Errors: a line without exactly 4 fields, a non-integer relevance, the same (qid, docid) judged twice.
+    Relevance is read as trec_eval's C ``atol`` reads it (:func:`clir_eval.io.c_atol`: ``0_1`` is 0, ``1.5``
+    is 1), with one warning naming the first value Python's ``int`` would have read differently.
+
+    Errors: a line without exactly 4 fields, a relevance no reader sees an integer in, the same (qid, docid)
+    judged twice.
     """
     qrels: list[Qrel] = []
     seen: dict[tuple[str, str], int] = {}
+    odd = 0  # relevance values that Python's int() and C's atol read differently
+    first_odd: tuple[int, str, int] | None = None
     for number, line in read_text_lines(path):
         fields = line.split()
         if not fields:
@@ -144,17 +153,36 @@ def read_qrels(path: str | os.PathLike) -> list[Qrel]:
         if len(fields) != 4:
             raise InputFileError(path, number, f"expected 'qid 0 docid relevance' (4 fields), got {len(fields)}")
         qid, _, docid, rel = fields
-        try:
-            relevance = int(rel)
-        except ValueError:
-            raise InputFileError(path, number, f"relevance {rel!r} is not an integer") from None
+        read = c_atol(rel)
+        if read is None or not read.exact:
+            read = _c_relevance(path, number, rel, read)
+            if first_odd is None:
+                first_odd = (number, rel, read.value)
+            odd += 1
+        relevance = int(read.value)
         if (qid, docid) in seen:
             raise InputFileError(
                 path, number, f"qid {qid!r} judges docid {docid!r} twice (first on line {seen[qid, docid]})"
             )
         seen[qid, docid] = number
         qrels.append(Qrel(qid, docid, relevance))
+    if first_odd is not None:
+        logger.warning("%s:%d: relevance %r read as %d, the integer C's atol reads at its start, as trec_eval "
+                       "does (%d such line(s))", path, first_odd[0], first_odd[1], first_odd[2], odd)
     return qrels
+
+
+def _c_relevance(path: str | os.PathLike, number: int, text: str, read: CNumber | None) -> CNumber:
+    """A relevance that is not a plain integer, read as trec_eval's ``atol`` reads it: its leading digits
+    (``"0_1"`` is 0, ``"1.5"`` 1); 0 where none lead but Python's ``int`` sees a number (``"٣"``); refused
+    where no reader sees a number (``"yes"``)."""
+    if read is not None:
+        return read
+    try:
+        int(text)
+    except ValueError:
+        raise InputFileError(path, number, f"relevance {text!r} is not an integer") from None
+    return CNumber(0, False)
 
 
 def corpus_files(path: str | os.PathLike) -> list[Path]:

@@ -13,6 +13,8 @@ from clir_eval.evaluation.evaluate import EvaluationResult
 from clir_eval.evaluation.significance import (
     CORRECTIONS,
     DEFAULT_RESAMPLES,
+    MIN_QUERIES,
+    ConfidenceInterval,
     bootstrap_cis,
     cohens_d_paired,
     correct_p_values,
@@ -61,7 +63,11 @@ class CompareConfig:
 
 @dataclass(frozen=True)
 class PairComparison:
-    """One test: ``system`` against ``baseline`` on ``metric`` (difference = system - baseline)."""
+    """One test: ``system`` against ``baseline`` on ``metric`` (difference = system - baseline).
+
+    ``undefined`` gives the reason when the test or the interval could not be computed (fewer than 3
+    queries, zero variance of the differences); their values are then NaN and the pair is not significant.
+    """
 
     baseline: str
     system: str
@@ -80,6 +86,7 @@ class PairComparison:
     wins: int
     ties: int
     losses: int
+    undefined: str = ""
 
     @property
     def direction(self) -> int:
@@ -161,15 +168,16 @@ def compare_systems(result: EvaluationResult, config: CompareConfig) -> Comparis
                         system=system,
                         metric=metric,
                         n_queries=int(keep.sum()),
-                        baseline_mean=float(control.mean()),
-                        system_mean=float(treatment.mean()),
-                        mean_difference=float(diff.mean()),
+                        baseline_mean=_mean(control),
+                        system_mean=_mean(treatment),
+                        mean_difference=_mean(diff),
                         effect_size=cohens_d_paired(control, treatment),
                         statistic=outcome.statistic,
                         p_value=outcome.p_value,
                         wins=wtl.wins,
                         ties=wtl.ties,
                         losses=wtl.losses,
+                        undefined="; ".join(filter(None, [outcome.undefined, _ci_undefined(diff.size)])),
                     )
                 )
     cis = _difference_cis(differences, config)
@@ -212,11 +220,26 @@ def _difference_cis(differences: list[tuple[np.ndarray, np.ndarray]], config: Co
         groups.setdefault(keep.tobytes(), []).append(index)
     cis: list = [None] * len(differences)
     for indexes in groups.values():
+        if differences[indexes[0]][1].size < MIN_QUERIES:  # see _ci_undefined
+            for i in indexes:
+                cis[i] = ConfidenceInterval(float("nan"), float("nan"), config.ci_level)
+            continue
         columns = np.stack([differences[i][1] for i in indexes], axis=1)
         found = bootstrap_cis(columns, seed=config.seed, level=config.ci_level, n_resamples=config.n_resamples)
         for i, ci in zip(indexes, found):
             cis[i] = ci
     return cis
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else float("nan")
+
+
+def _ci_undefined(n: int) -> str:
+    """Why the bootstrap interval of ``n`` differences is not given, or ``""``."""
+    if n < MIN_QUERIES:
+        return f"bootstrap interval undefined on {n} quer{'y' if n == 1 else 'ies'} (needs at least {MIN_QUERIES})"
+    return ""
 
 
 def _stable(name: str) -> int:

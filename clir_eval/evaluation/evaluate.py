@@ -8,6 +8,10 @@ Which queries count (trec_eval 9.x, ``trec_eval.c``):
   evaluated as an empty ranking (0) and the mean is over all qrels queries.
 * ``judged_queries_only=True`` = plain ``trec_eval``: the mean is over the queries in both run and qrels.
 * Run queries without any judgement are ignored in both modes.
+
+Score precision (``trec_eval_version``): trec_eval 9.x, which pytrec_eval wraps, keeps each score in a C
+``float``, so scores equal at float32 precision tie (``0.5000000000000001`` and ``0.5``) and the tie breaks
+by docid. That is the default (9). trec_eval 10.0 changed the score to ``double``; 10 compares the doubles.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from clir_eval.evaluation.metrics import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: The trec_eval whose score precision is reproduced: 9 (float32, pytrec_eval's) or 10 (double).
+TREC_EVAL_VERSIONS = (9, 10)
+DEFAULT_TREC_EVAL_VERSION = 9
 
 Qrels = Mapping[str, Mapping[str, int]]
 Run = Mapping[str, Mapping[str, float]]
@@ -57,6 +65,7 @@ class EvaluationResult:
         means: ``{run: {metric: mean}}`` over the non-NaN entries.
         num_queries: ``{run: number of queries averaged}``.
         judged_queries_only: the averaging mode (False = ``trec_eval -c``).
+        trec_eval_version: the score precision ranked at (9: float32, 10: double).
     """
 
     qids: tuple[str, ...]
@@ -65,6 +74,7 @@ class EvaluationResult:
     means: Mapping[str, Mapping[str, float]]
     num_queries: Mapping[str, int]
     judged_queries_only: bool
+    trec_eval_version: int = DEFAULT_TREC_EVAL_VERSION
 
     @property
     def runs(self) -> tuple[str, ...]:
@@ -120,25 +130,36 @@ class EvaluationResult:
 
 
 def evaluate_run(
-    qrels: Qrels, run: Run, metrics: Sequence[str | MetricSpec], judged_queries_only: bool = False
+    qrels: Qrels, run: Run, metrics: Sequence[str | MetricSpec], judged_queries_only: bool = False,
+    trec_eval_version: int = DEFAULT_TREC_EVAL_VERSION,
 ) -> dict[str, np.ndarray]:
     """Per-query scores of one run, aligned on ``sorted(qrels)``; see the module docstring for the rules.
 
     Returns:
         ``{metric name: float64 (len(qrels),)}``, NaN for queries not averaged (``judged_queries_only``).
     """
-    return _evaluate(prepare_qrels(qrels), qrels, run, _specs(metrics), judged_queries_only)
+    check_trec_eval_version(trec_eval_version)
+    return _evaluate(prepare_qrels(qrels), qrels, run, _specs(metrics), judged_queries_only, trec_eval_version)
+
+
+def check_trec_eval_version(version: int) -> int:
+    """``version`` if it is one of :data:`TREC_EVAL_VERSIONS`; else ValueError naming them."""
+    if isinstance(version, bool) or version not in TREC_EVAL_VERSIONS:
+        raise ValueError(f"trec_eval version must be one of {', '.join(map(str, TREC_EVAL_VERSIONS))} (9: scores "
+                         f"compared as float32, like pytrec_eval; 10: as doubles), got {version!r}")
+    return int(version)
 
 
 def _evaluate(
-    prepared: "PreparedQrels", qrels: Qrels, run: Run, specs: Sequence[MetricSpec], judged_queries_only: bool
+    prepared: "PreparedQrels", qrels: Qrels, run: Run, specs: Sequence[MetricSpec], judged_queries_only: bool,
+    trec_eval_version: int = DEFAULT_TREC_EVAL_VERSION,
 ) -> dict[str, np.ndarray]:
     qids = prepared.qids
     unjudged = sum(1 for qid in run if qid not in qrels)
     if unjudged:
         logger.debug("%d run queries have no judgements and are ignored", unjudged)
 
-    ranked = rank_run(prepared, run)
+    ranked = rank_run(prepared, run, trec_eval_version)
     retrieved = ranked.starts[1:] > ranked.starts[:-1]
     if not retrieved.any():
         logger.warning("the run retrieves for none of the %d judged queries (qid mismatch?)", len(qids))
@@ -217,13 +238,14 @@ class RankedRun:
     queries: tuple[RankedQuery, ...]
 
 
-def rank_run(prepared: PreparedQrels, run: Run) -> RankedRun:
+def rank_run(prepared: PreparedQrels, run: Run, trec_eval_version: int = DEFAULT_TREC_EVAL_VERSION) -> RankedRun:
     """Sort every query's hits as trec_eval does and encode them for ranx's kernels, vectorised.
 
     The order is :func:`clir_eval.retrieval.runs.sort_hits`'s (score descending, docid descending by code
     point, like ``strcmp`` over UTF-8), computed for all queries at once: a per-query Python sort made
     evaluation several times slower than trec_eval. Scores are replaced by ``n - rank`` so the kernels,
-    which assume rows sorted by score, see exactly the trec_eval order with no ties left.
+    which assume rows sorted by score, see exactly the trec_eval order with no ties left. With
+    ``trec_eval_version`` 9 scores are compared after rounding to float32, as trec_eval 9.x stores them.
 
     Raises:
         TypeError: a qid or docid that is not ``str``. ValueError: a NaN score.
@@ -248,6 +270,9 @@ def rank_run(prepared: PreparedQrels, run: Run) -> RankedRun:
     scores = np.asarray(score_list, dtype=np.float64)
     if np.isnan(scores).any():
         raise ValueError(f"query {qids[int(query_of_hit[np.isnan(scores).argmax()])]!r} has a NaN score")
+    if trec_eval_version == 9:
+        with np.errstate(over="ignore"):  # beyond float32's range is inf, as C's double-to-float conversion
+            scores = scores.astype(np.float32)
 
     # Tie-break key: each docid's rank among the run's distinct docids (far fewer than the hits), so that
     # only those are sorted as strings.
@@ -279,6 +304,7 @@ def evaluate_runs(
     runs: Mapping[str, Run],
     metrics: Sequence[str | MetricSpec],
     judged_queries_only: bool = False,
+    trec_eval_version: int = DEFAULT_TREC_EVAL_VERSION,
 ) -> EvaluationResult:
     """Evaluate several named runs on the same qrels (see the module docstring for which queries count).
 
@@ -288,7 +314,10 @@ def evaluate_runs(
         metrics: ranx-style names (``"map"``, ``"ndcg@10"``, ...) or parsed specs.
         judged_queries_only: average over queries in both run and qrels (plain trec_eval) instead of
             over every qrels query (``trec_eval -c``, the default).
+        trec_eval_version: 9 (default) compares scores at float32 precision as trec_eval 9.x and pytrec_eval
+            do; 10 compares doubles as trec_eval 10.0 does.
     """
+    check_trec_eval_version(trec_eval_version)
     specs = _specs(metrics)
     if not runs:
         raise ValueError("no run to evaluate")
@@ -298,7 +327,7 @@ def evaluate_runs(
     means: dict[str, dict[str, float]] = {}
     counts: dict[str, int] = {}
     for name, run in runs.items():
-        scores = _evaluate(prepared, qrels, run, specs, judged_queries_only)
+        scores = _evaluate(prepared, qrels, run, specs, judged_queries_only, trec_eval_version)
         per_query[name] = scores
         counted = ~np.isnan(next(iter(scores.values())))
         counts[name] = int(counted.sum())
@@ -312,6 +341,7 @@ def evaluate_runs(
         means=means,
         num_queries=counts,
         judged_queries_only=judged_queries_only,
+        trec_eval_version=trec_eval_version,
     )
 
 

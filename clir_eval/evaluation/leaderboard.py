@@ -52,6 +52,8 @@ class Leaderboard:
         excluded_from_best: systems never set in bold (oracles).
         judged_queries_only: means over the queries in both run and qrels, not every judged query.
         decimals: digits shown in text formats (JSON and CSV keep full precision).
+        undefined: ``((system, baseline, metric, reason), ...)``: tests that could not be computed (no mark;
+            the legend says why).
 
     The legend is written from these settings when a format is rendered (:attr:`legend`).
     """
@@ -69,6 +71,7 @@ class Leaderboard:
     excluded_from_best: tuple[str, ...] = ()
     judged_queries_only: bool = False
     decimals: int = 4
+    undefined: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def legend(self) -> tuple[str, ...]:
@@ -84,6 +87,8 @@ class Leaderboard:
             scope = (f"over the {self.family_size} tests of this table" if config.family == "table"
                      else f"within each metric (over its {self.family_size} tests)")
             lines.append(f"Two-sided {test}, {_CORRECTION_NAMES[config.correction]} {scope}, alpha = {config.alpha:g}.")
+            lines += [f"Not tested, no mark: {system} vs {baseline} on {metric}: {reason}."
+                      for system, baseline, metric, reason in self.undefined]
         lines.append("Bold: best value in the column" + (
             f" (not counting {', '.join(self.excluded_from_best)})." if self.excluded_from_best else "."))
         counts = sorted(set(self.n_queries.values()))
@@ -122,6 +127,7 @@ class Leaderboard:
                 "n_resamples": self.significance.n_resamples, "family": self.significance.family,
                 "family_size": self.family_size,
             },
+            "undefined": [dict(zip(("system", "baseline", "metric", "reason"), item)) for item in self.undefined],
             "legend": list(self.legend),
         }
 
@@ -158,7 +164,7 @@ class Leaderboard:
         parts = [f"**{_escape_markdown(self.title)}**\n"] if self.title else []
         parts.append(table)
         if self.legend:
-            parts.append("\n" + "\n".join(f"- {line}" for line in self.legend))
+            parts.append("\n" + "\n".join(f"- {_escape_markdown(line)}" for line in self.legend))
         return "\n".join(parts) + "\n"
 
     def to_latex(self) -> str:
@@ -252,10 +258,13 @@ def build_leaderboard(
 
     baselines: dict[str, str] = {}
     marks: dict[tuple[str, str], list[Mark]] = {}
+    undefined: list[tuple[str, str, str, str]] = []
     if comparison is not None:
         if len(comparison.config.baselines) > len(string.ascii_lowercase):
             raise ValueError("at most 26 baselines can be lettered")
         baselines = {b: string.ascii_lowercase[i] for i, b in enumerate(comparison.config.baselines)}
+        undefined = [(p.system, p.baseline, p.metric, p.undefined) for p in comparison.pairs
+                     if p.undefined and p.system in systems]
         for pair in comparison.pairs:
             if not pair.significant or pair.system not in systems:
                 continue
@@ -274,6 +283,7 @@ def build_leaderboard(
         excluded_from_best=tuple(exclude_from_best),
         judged_queries_only=result.judged_queries_only,
         decimals=decimals,
+        undefined=tuple(undefined),
     )
 
 
@@ -289,8 +299,18 @@ def _latex_mark(mark: Mark) -> str:
     return mark.letter if mark.direction > 0 else mark.letter + r"{\downarrow}"
 
 
+# Markdown's inline markup, backslash-escaped; HTML's (GitHub renders raw HTML in Markdown) as entities, so a
+# name such as "<script>" is shown as text, never run or rendered.
+_MARKDOWN_SPECIAL = {**{ch: "\\" + ch for ch in "\\`*_[]|~"}, "<": "&lt;", ">": "&gt;", "&": "&amp;"}
+
+
+def _one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters as spaces: a name must stay in its cell."""
+    return "".join(" " if not ch.isprintable() else ch for ch in text)
+
+
 def _escape_markdown(text: str) -> str:
-    return text.replace("|", r"\|").replace("*", r"\*").replace("_", r"\_")
+    return "".join(_MARKDOWN_SPECIAL.get(ch, ch) for ch in _one_line(text))
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -298,4 +318,4 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def _escape_latex(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in _one_line(text))

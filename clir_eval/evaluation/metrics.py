@@ -141,6 +141,9 @@ def ranx_per_query(specs: Sequence[MetricSpec], queries: Sequence[RankedQuery]) 
     ``run[i]`` for ``i < k`` without bounds checks on empty rankings, and trec_eval's value is 0 in both
     cases anyway, so the caller fills those in.
     """
+    import warnings
+
+    from numba.core.errors import NumbaTypeSafetyWarning
     from numba.typed import List as TypedList
 
     out: dict[str, np.ndarray] = {}
@@ -152,7 +155,12 @@ def ranx_per_query(specs: Sequence[MetricSpec], queries: Sequence[RankedQuery]) 
         if spec.backend != "ranx":
             continue
         k = spec.k
-        out[spec.name] = np.asarray(_ranx_kernel(spec.base)(qrels_list, run_list, k, RELEVANCE_LEVEL), dtype=np.float64)
+        with warnings.catch_warnings():
+            # numba's note, when it compiles ranx's r_precision, on a uint64 count cast to int64: harmless at
+            # any run size, and printed on stderr beside our own output.
+            warnings.simplefilter("ignore", NumbaTypeSafetyWarning)
+            values = _ranx_kernel(spec.base)(qrels_list, run_list, k, RELEVANCE_LEVEL)
+        out[spec.name] = np.asarray(values, dtype=np.float64)
     return out
 
 

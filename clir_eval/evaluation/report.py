@@ -17,12 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clir_eval.evaluation.comparison import Comparison, CompareConfig, compare_systems
-from clir_eval.evaluation.evaluate import EvaluationResult, evaluate_runs, qrels_from_records
+from clir_eval.evaluation.evaluate import (
+    DEFAULT_TREC_EVAL_VERSION,
+    EvaluationResult,
+    evaluate_runs,
+    qrels_from_records,
+)
 from clir_eval.evaluation.gaps import GapAnalysis, gap_analysis
 from clir_eval.evaluation.leaderboard import Leaderboard, build_leaderboard
 from clir_eval.evaluation.manifest import ResultsManifest, RunEntry
 from clir_eval.evaluation.plots import save_figure
-from clir_eval.io import atomic_write, safe_filename, sha256_file, write_csv
+from clir_eval.io import atomic_write, inside, safe_filename, sha256_file, staged_outputs, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +78,13 @@ def build_report(
     oracle: str | None = None,
     language_groups: Mapping[str, str] | None = None,
     judged_queries_only: bool = False,
+    trec_eval_version: int = DEFAULT_TREC_EVAL_VERSION,
 ) -> Report:
     """Evaluate and compare every run of ``results``; arguments override the manifest's settings.
 
     Language groups come from ``language_groups``, else the manifest, else the built-in collection of the
-    same name (its ``groups``), else none (no gap analysis for that collection).
+    same name (its ``groups``), else none (no gap analysis for that collection). ``trec_eval_version``: 9
+    compares scores at float32 precision (trec_eval 9.x, pytrec_eval), 10 as doubles (trec_eval 10.0).
     """
     from clir_eval.collections.readers import read_qrels
     from clir_eval.retrieval.runs import read_run
@@ -113,7 +120,8 @@ def build_report(
         if len(set(names)) != len(names):
             raise ValueError(f"{collection}/{lang}: two runs are both called {_first_repeat(names)!r}")
         runs = {e.system: read_run(e.path) for e in entries}
-        result = evaluate_runs(qrels_cache[qrels_path], runs, metrics, judged_queries_only=judged_queries_only)
+        result = evaluate_runs(qrels_cache[qrels_path], runs, metrics, judged_queries_only=judged_queries_only,
+                               trec_eval_version=trec_eval_version)
         present = tuple(b for b in baselines if b in runs)
         comparison = None
         if config is not None and present:
@@ -166,7 +174,7 @@ def render_html(report: Report, *, n_resamples_plot: int = 2_000, figure_dir: st
 
     def embed(figure, alt: str, *name: str, wide: bool = False) -> str:
         if figure_dir is not None:
-            save_figure(figure, Path(figure_dir, *name))
+            save_figure(figure, inside(figure_dir, Path(figure_dir, *name)))
         return _img(figure_png(figure), alt, wide=wide)
 
     results = report.results
@@ -284,11 +292,17 @@ def write_report(report: Report, path: str | os.PathLike, *, assets: str | os.Pa
             ``leaderboard.{md,tex,csv,json,html}``, ``tests.csv`` and ``gaps/<collection>.csv``.
     """
     path = Path(path)
-    if assets is not None:
-        save_tables(report, assets)
-    text = render_html(report, figure_dir=None if assets is None else Path(assets) / "figures")
     with atomic_write(path) as handle:
-        handle.write(text)
+        if assets is None:
+            handle.write(render_html(report))
+            return path
+        # The HTML and every asset appear together or not at all: the assets are staged, the HTML written
+        # and synced (a full disk shows here), then the assets move in and the HTML is renamed into place.
+        with staged_outputs(assets) as stage:
+            save_tables(report, stage)
+            handle.write(render_html(report, figure_dir=stage / "figures"))
+            handle.flush()
+            os.fsync(handle.fileno())
     return path
 
 
@@ -297,12 +311,12 @@ def save_tables(report: Report, directory: str | os.PathLike) -> list[Path]:
     directory = Path(directory)
     written: list[Path] = []
     for t in report.tables:
-        folder = directory / "leaderboards" / safe_filename(t.collection) / safe_filename(t.lang)
+        folder = inside(directory, directory / "leaderboards" / safe_filename(t.collection) / safe_filename(t.lang))
         written += t.leaderboard.save(folder)
         if t.comparison is not None:
             written.append(write_csv(t.comparison.to_dataframe(), folder / "tests.csv"))
     for collection, gap in report.gaps.items():
-        path = directory / "gaps" / f"{safe_filename(collection)}.csv"
+        path = inside(directory, directory / "gaps" / f"{safe_filename(collection)}.csv")
         written.append(write_csv(gap.to_dataframe(), path, index=True))
     return written
 

@@ -8,12 +8,19 @@ aligned on the same queries (the ranx pattern). The randomization test is our ow
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
+
+#: Fewest queries a t-test or a bootstrap interval is computed on: with 2, the t-test has one degree of
+#: freedom and the bootstrap only three distinct resample means.
+MIN_QUERIES = 3
 #: Resamples per randomization test / bootstrap unless told otherwise.
 DEFAULT_RESAMPLES = 10_000
 #: Relative tolerance when comparing a resampled statistic with the observed one: a permutation equal
@@ -23,12 +30,17 @@ _TIE_RTOL = 1e-9
 
 @dataclass(frozen=True)
 class TestResult:
-    """A two-sided paired test: ``p_value`` in (0, 1], and the test's ``statistic``."""
+    """A two-sided paired test: ``p_value`` in (0, 1], and the test's ``statistic``.
+
+    ``undefined`` says why the test could not be computed (then ``p_value`` and ``statistic`` are NaN, and
+    the comparison is neither significant nor counted in a correction's family); empty otherwise.
+    """
 
     __test__ = False  # not a pytest test class
 
     p_value: float
     statistic: float
+    undefined: str = ""
 
 
 class ConfidenceInterval(NamedTuple):
@@ -39,12 +51,12 @@ class ConfidenceInterval(NamedTuple):
     level: float
 
 
-def _paired(control: np.ndarray, treatment: np.ndarray) -> np.ndarray:
+def _paired(control: np.ndarray, treatment: np.ndarray, min_size: int = 2) -> np.ndarray:
     control = np.asarray(control, dtype=np.float64)
     treatment = np.asarray(treatment, dtype=np.float64)
     if control.shape != treatment.shape or control.ndim != 1:
         raise ValueError(f"paired tests need two 1-d arrays of equal length, got {control.shape} and {treatment.shape}")
-    if control.size < 2:
+    if control.size < min_size:
         raise ValueError(f"paired tests need at least 2 queries, got {control.size}")
     if not (np.isfinite(control).all() and np.isfinite(treatment).all()):
         raise ValueError("per-query scores must be finite (drop queries that are not averaged first)")
@@ -55,15 +67,29 @@ def paired_t_test(control: np.ndarray, treatment: np.ndarray, *, seed: int | Non
     """Two-sided paired Student's t-test (``scipy.stats.ttest_rel``; ranx's ``student``).
 
     ``t = mean(d) / (sd(d) / sqrt(n))`` with ``d = treatment - control`` and ``sd`` with ``n - 1``.
-    ``seed`` is accepted for a uniform signature and unused. When every difference is 0 the test is
-    undefined (scipy gives NaN); we return ``p = 1, t = 0``: there is no evidence of a difference.
+    ``seed`` is accepted for a uniform signature and unused.
+
+    Undefined cases are reported (``undefined`` set, p and t NaN), never as p = 0: fewer than
+    :data:`MIN_QUERIES` queries, or every difference equal and not 0 (``sd = 0``, so ``t`` would be
+    infinite; equal up to rounding counts, as scipy's t is then float noise). When every difference is 0 we return ``p = 1, t = 0``: there is no difference to find.
     """
     from scipy import stats
 
-    diff = _paired(control, treatment)
+    diff = _paired(control, treatment, min_size=0)
+    if diff.size < MIN_QUERIES:
+        return TestResult(float("nan"), float("nan"),
+                          f"t-test undefined on {diff.size} quer{'y' if diff.size == 1 else 'ies'} "
+                          f"(needs at least {MIN_QUERIES})")
     if not diff.any():
         return TestResult(p_value=1.0, statistic=0.0)
-    result = stats.ttest_rel(treatment, control)
+    if np.ptp(diff) <= _TIE_RTOL * np.abs(diff).max():  # equal up to rounding: sd is 0 or float noise
+        return TestResult(float("nan"), float("nan"),
+                          f"t-test undefined: every per-query difference is {diff.mean():.6g} (zero variance)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = stats.ttest_rel(treatment, control)
+    for warning in caught:  # e.g. precision loss on nearly equal differences: ours to report, not scipy's
+        logger.info("t-test on %d queries: %s", diff.size, warning.message)
     return TestResult(p_value=float(result.pvalue), statistic=float(result.statistic))
 
 
@@ -150,10 +176,10 @@ def correct_p_values(p_values: Sequence[float] | np.ndarray, method: str = "holm
 def cohens_d_paired(control: np.ndarray, treatment: np.ndarray) -> float:
     """Paired Cohen's d (d_z): ``mean(d) / sd(d)``, ``d = treatment - control``, ``sd`` with ``n - 1``.
 
-    NaN when every difference is equal (``sd = 0``). Cohen (1988); Lakens (2013), eq. 6.
+    NaN when every difference is equal (``sd = 0``) or there are fewer than 2. Cohen (1988); Lakens (2013), eq. 6.
     """
-    diff = _paired(control, treatment)
-    sd = float(diff.std(ddof=1))
+    diff = _paired(control, treatment, min_size=0)
+    sd = float(diff.std(ddof=1)) if diff.size > 1 else 0.0
     if sd == 0.0:
         return float("nan")
     return float(diff.mean()) / sd
@@ -222,7 +248,7 @@ class WinTieLoss(NamedTuple):
 
 def win_tie_loss(control: np.ndarray, treatment: np.ndarray, tolerance: float = 1e-12) -> WinTieLoss:
     """Count per-query wins/ties/losses of ``treatment`` over ``control`` (|difference| <= tolerance ties)."""
-    diff = _paired(control, treatment)
+    diff = _paired(control, treatment, min_size=0)
     wins = int(np.count_nonzero(diff > tolerance))
     losses = int(np.count_nonzero(diff < -tolerance))
     return WinTieLoss(wins=wins, ties=diff.size - wins - losses, losses=losses)

@@ -24,7 +24,7 @@ from clir_eval.experiment import provenance
 from clir_eval.experiment.cache import STAMP, StepCache, StepRecord, stable_hash
 from clir_eval.experiment.config import START_OPTIONS, ExperimentConfig, StudentSpec
 from clir_eval.experiment.schema import to_mapping
-from clir_eval.io import atomic_write, sha256_file
+from clir_eval.io import atomic_write, safe_filename, sha256_file
 from clir_eval.models.held import holding
 
 logger = logging.getLogger(__name__)
@@ -517,7 +517,7 @@ class StudyRunner:
         report = build_report(read_results(out))
         leaderboards = {}
         for table in report.tables:
-            table.leaderboard.save(out / "leaderboards", stem=f"{table.collection}-{table.lang}")
+            table.leaderboard.save(out / "leaderboards", stem=safe_filename(f"{table.collection}-{table.lang}"))
             leaderboards[f"{table.collection}/{table.lang}"] = table.leaderboard.to_markdown()
         self._gaps(report, out / "gaps")
         if self.config.sweep:
@@ -531,9 +531,9 @@ class StudyRunner:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         for collection, gap in report.gaps.items():
-            with atomic_write(out_dir / f"{collection}.csv") as handle:
+            with atomic_write(out_dir / f"{safe_filename(collection)}.csv") as handle:
                 gap.to_dataframe().to_csv(handle, float_format="%.6g")
-            save_figure(gap_figure(gap), out_dir / collection)
+            save_figure(gap_figure(gap), out_dir / safe_filename(collection))
 
     def _sweep(self, report: Any, out_dir: Path) -> None:
         import pandas as pd

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from clir_eval.io import InputFileError, atomic_write, has_whitespace, read_text_lines
+from clir_eval.io import CNumber, InputFileError, atomic_write, c_atof, has_whitespace, read_text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ def sort_hits(hits: Mapping[str, float] | Iterable[tuple[str, float]]) -> list[t
     """Order hits as trec_eval ranks them: score descending, then docid descending.
 
     Docids compare as Python strings, i.e. by code point, which is the same order as C ``strcmp`` over
-    their UTF-8 bytes. Scores compare as Python floats (C doubles, like trec_eval's ``atof``).
+    their UTF-8 bytes. Scores compare as Python floats (C doubles, as trec_eval 10 stores them); the
+    evaluation (:func:`clir_eval.evaluation.evaluate.rank_run`) also offers trec_eval 9's float32 comparison.
 
     Returns:
         ``[(docid, score), ...]`` best first.
@@ -129,10 +130,12 @@ def read_run_file(path: str | os.PathLike) -> RunFile:
     """Read a TREC run file (``.gz`` too) into a :class:`RunFile`.
 
     Columns may be separated by any whitespace (tabs, several spaces, leading spaces); blank lines are
-    skipped. The ``Q0`` and rank columns are ignored, as trec_eval ignores them.
+    skipped. The ``Q0`` and rank columns are ignored, as trec_eval ignores them. Scores are read as
+    trec_eval's C ``atof`` reads them (:func:`clir_eval.io.c_atof`: ``0_9`` is 0.0, ``0x1p3`` 8.0), with
+    one warning naming the first score that Python's ``float`` would have read differently.
 
     Raises:
-        InputFileError: a line without exactly 6 columns, a non-numeric or NaN score, a repeated
+        InputFileError: a line without exactly 6 columns, a score no reader sees a number in, a NaN score, a repeated
             ``(qid, docid)``, or no hits at all; naming the file and line.
     """
     run: Run = {}
@@ -143,6 +146,8 @@ def read_run_file(path: str | os.PathLike) -> RunFile:
     isnan = math.isnan
     qid_now: str | None = None
     hits: dict[str, float] = {}
+    odd = 0  # scores that Python's float() and C's atof read differently
+    first_odd: tuple[int, str, float] | None = None
     for number, line in read_text_lines(path):
         fields = line.split()
         if len(fields) != 6:
@@ -152,10 +157,13 @@ def read_run_file(path: str | os.PathLike) -> RunFile:
                 path, number, f"expected 6 columns 'qid Q0 docid rank score tag', found {len(fields)}"
             )
         qid, _, docid, _, score_text, line_tag = fields
-        try:
-            score = float(score_text)
-        except ValueError:
-            raise InputFileError(path, number, f"score {score_text!r} is not a number") from None
+        read = c_atof(score_text)
+        if read is None or not read.exact:
+            read = _c_score(path, number, score_text, read)
+            if first_odd is None:
+                first_odd = (number, score_text, read.value)
+            odd += 1
+        score = read.value
         if isnan(score):
             raise InputFileError(path, number, "score is NaN")
         if qid != qid_now:
@@ -174,7 +182,26 @@ def read_run_file(path: str | os.PathLike) -> RunFile:
                 mixed_tags = True
     if tag is None:
         raise InputFileError(path, None, "run file has no hits")
+    if first_odd is not None:
+        logger.warning("%s:%d: score %r read as %r, the number C's atof reads at its start, as trec_eval does "
+                       "(%d such line(s))", path, first_odd[0], first_odd[1], first_odd[2], odd)
     return RunFile(run=run, tag=tag)
+
+
+def _c_score(path: str | os.PathLike, number: int, text: str, read: CNumber | None) -> CNumber:
+    """A score that is not a plain number, read as trec_eval's ``atof`` reads it.
+
+    A leading number counts (``"0_9"`` is 0.0, ``"1e5x"`` 1e5). Text with none is 0.0 to ``atof``: read so
+    where Python's ``float`` would see a number in it (``"٩"``, non-ASCII digits), so that trec_eval's
+    number and not pytrec_eval-reader's 9.0 is used; refused where no reader sees a number (``"high"``).
+    """
+    if read is not None:
+        return read
+    try:
+        float(text)
+    except ValueError:
+        raise InputFileError(path, number, f"score {text!r} is not a number") from None
+    return CNumber(0.0, False)
 
 
 def read_run(path: str | os.PathLike) -> Run:
