@@ -301,12 +301,61 @@ def parse_yaml(text: str, path: str | os.PathLike) -> Any:
         pass
 
     StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    loader = StrictLoader(text)
     try:
-        return yaml.load(text, Loader=StrictLoader)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, path)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or exc
         raise InputFileError(path, mark.line + 1 if mark is not None else None, f"invalid YAML ({problem})") from None
+    except RecursionError:
+        raise InputFileError(path, None, "invalid YAML (nested too deeply)") from None
+    finally:
+        loader.dispose()
+
+
+#: The most values a YAML file may hold once its aliases are expanded; configs and manifests hold hundreds.
+MAX_YAML_NODES = 1_000_000
+
+
+def _check_expansion(root: Any, path: str | os.PathLike) -> None:
+    """Refuse a composed YAML document that refers to itself or expands past :data:`MAX_YAML_NODES` values.
+
+    An alias stands for its anchor's whole value: nine aliases of a list of nine aliases of ..., nine levels
+    deep, is a few lines of text and 387 million values once walked (an "alias bomb"). Anything that walks it
+    (an error message, a manifest, a hash) never ends, so it is refused here, counting each distinct node once.
+    """
+    import yaml
+
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            raise InputFileError(path, node.start_mark.line + 1, "invalid YAML (an alias refers to the value that "
+                                                                  "holds it)")
+        in_progress.add(key)
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            total = 1
+        in_progress.discard(key)
+        if total > MAX_YAML_NODES:
+            raise InputFileError(path, node.start_mark.line + 1, f"invalid YAML (its aliases expand to more than "
+                                                                 f"{MAX_YAML_NODES:,} values: an alias bomb?)")
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 def read_json_or_none(path: str | os.PathLike) -> Any:

@@ -26,8 +26,10 @@ class ConfigError(ValueError):
     Several problems may be given at once, one line each (``errors``).
     """
 
-    def __init__(self, *lines: str) -> None:
+    def __init__(self, *lines: str, partial: Any = None) -> None:
         self.errors = list(lines)
+        # What could be built all the same, with defaults for what was refused (None if nothing could be).
+        self.partial = partial
         super().__init__("\n".join(lines))
 
 
@@ -105,16 +107,19 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             try:
                 return _convert(value, arg, where)
             except ConfigError as exc:
-                errors.append(exc.errors)
+                errors.append(exc)
         if len(errors) == 1:
-            raise ConfigError(*errors[0])
+            raise errors[0]
         raise ConfigError(f"{where}: expected {_describe(tp)}, got {short_repr(value)}")
     if origin is typing.Literal:
         if not isinstance(value, typing.Hashable) or value not in args:
             raise ConfigError(f"{where}: must be one of {list(args)}, got {short_repr(value)}")
         return value
     if dataclasses.is_dataclass(tp):
-        return from_mapping(tp, value, where)
+        built = build(tp, value, where)
+        if built.errors:
+            raise ConfigError(*built.errors, partial=built.value)
+        return built.value
     if origin in (tuple, list):
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {short_repr(value)}")
@@ -125,7 +130,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         else:
             item_type = args[0] if args else Any
             pairs = [(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
-        items = _convert_all(pairs)
+        try:
+            items = _convert_all(pairs)
+        except ConfigError as exc:
+            partial = exc.partial
+            raise ConfigError(*exc.errors, partial=None if partial is None else
+                              tuple(partial) if origin is tuple else partial) from None
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
@@ -143,14 +153,16 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 def _convert_all(items: list[tuple[Any, Any, str]]) -> list[Any]:
     """Convert every ``(value, type, where)``, reporting the problems of all of them together."""
-    converted, errors = [], []
+    converted, errors, complete = [], [], True
     for value, tp, where in items:
         try:
             converted.append(_convert(value, tp, where))
         except ConfigError as exc:
             errors += exc.errors
+            converted.append(exc.partial)
+            complete &= exc.partial is not None
     if errors:
-        raise ConfigError(*errors)
+        raise ConfigError(*errors, partial=converted if complete else None)
     return converted
 
 
@@ -181,9 +193,13 @@ def build(cls: type[T], data: Any, where: str = "config") -> Built:
             try:
                 kwargs[name] = _convert(data[name], hints[name], f"{where}.{name}")
             except ConfigError as exc:
+                # Refused in part or whole: the part built (refused values at their defaults), else the default.
                 errors += exc.errors
                 defaulted.add(name)
-                fatal |= not _has_default(field)
+                if exc.partial is not None:
+                    kwargs[name] = exc.partial
+                else:
+                    fatal |= not _has_default(field)
         elif not _has_default(field):
             errors.append(f"{where}: missing required key {name!r}")
             fatal = True
