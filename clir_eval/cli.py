@@ -453,6 +453,8 @@ def search_command(
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
+    if out is not None:  # before the collection is read; the default path needs the collection's name
+        check_output_path(out)
     spec = parse_system(system)
     coll = load_collection(collection)
     options = SystemOptions(
@@ -558,6 +560,8 @@ def index_dense(
     torch.set_num_threads(threads)
     if (shard_id is None) != (shard_num is None) and not (merge and shard_num is not None):
         _fail(["give both --shard-id and --shard-num (or --merge with --shard-num)"])
+    if out is not None:  # before the collection is read
+        check_output_path(out, directory=True)
     coll = load_collection(collection)
     config = DenseIndexConfig(kind=kind, batch_size=batch_size)
     target = check_output_path(out or default_index_dirs(coll).dense_for(model), directory=True)
@@ -584,6 +588,8 @@ def index_lucene(
     from clir_eval.retrieval.bm25 import build_lucene_index
     from clir_eval.retrieval.systems import default_index_dirs
 
+    if out is not None:  # before the collection is read
+        check_output_path(out, directory=True)
     coll = load_collection(collection)
     target = check_output_path(out or default_index_dirs(coll).lucene, directory=True)
     info = build_lucene_index(coll.documents(), target)

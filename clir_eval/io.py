@@ -129,7 +129,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
 # Filesystems of the kernel's own state: a write there fails (or changes the system) rather than store a file.
 _PSEUDO_FILESYSTEMS = frozenset({
     "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "pstore", "bpf",
-    "configfs", "fusectl", "mqueue", "binfmt_misc", "autofs", "efivarfs", "hugetlbfs", "rpc_pipefs", "nsfs",
+    "configfs", "fusectl", "mqueue", "binfmt_misc", "efivarfs", "rpc_pipefs", "nsfs",
 })
 _PSEUDO_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))  # where /proc/self/mountinfo cannot be read
 
