@@ -166,7 +166,22 @@ def run_command(
         _fail([f"give a CONFIG or --full, not both (--full runs {FULL_CONFIG})"])
     if full:
         config = FULL_CONFIG
-    study = load_config(config, overrides={"output_dir": str(output_dir)} if output_dir else None)
+    from clir_eval.experiment.schema import ConfigError
+    from clir_eval.io import InputFileError, check_output_path
+
+    # The cache is written too: its problem is reported with the config's, all before any step.
+    errors = []
+    if cache_dir is not None:
+        try:
+            check_output_path(cache_dir, directory=True)
+        except InputFileError as exc:
+            errors.append(f"--cache-dir: {exc}")
+    try:
+        study = load_config(config, overrides={"output_dir": str(output_dir)} if output_dir else None)
+    except ConfigError as exc:
+        raise ConfigError(*errors, *exc.errors) from None
+    if errors:
+        raise ConfigError(*errors)
     result = run_study(study, cache_root=cache_dir, command=shlex.join(["clir-eval", *sys.argv[1:]]))
     console = Console()
     for name, markdown in result.leaderboards.items():
@@ -243,7 +258,10 @@ def collections_build(
     from rich.console import Console
 
     from clir_eval.collections.converters import build_builtin
+    from clir_eval.io import check_output_path
 
+    if dest is not None:
+        check_output_path(dest, directory=True)
     counts = build_builtin(source, dest)
     console = Console()
     for name, values in counts.items():
@@ -474,6 +492,8 @@ def search_command(
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
+    if out is not None:  # before the collection is read; the default path needs the collection's name
+        check_output_path(out)
     spec = parse_system(system)
     coll = load_collection(collection)
     options = SystemOptions(
@@ -521,12 +541,15 @@ def regressions_command(
         Console().print(f"{doc}: {len(changed)} table(s) rewritten" if changed else f"{doc}: up to date",
                         highlight=False)
         return
+    from clir_eval.io import InputFileError, check_output_path
+
     try:
+        check_output_path(runs_dir, directory=True)
         specs = load_specs(names or [])
         if record and lang:  # recording a language a spec lacks adds it (how a spec is extended)
             specs = [extend(spec, tuple(lang)) for spec in specs]
         check_selection(specs, tuple(lang or ()), tuple(system or ()), ci)
-    except SpecError as exc:
+    except (SpecError, InputFileError) as exc:
         _fail(_error_lines(exc))
     result = run_regressions(specs, runs_root=runs_dir, languages=tuple(lang or ()), systems=tuple(system or ()),
                              ci=ci, record=record)
@@ -603,6 +626,8 @@ def index_dense(
 
     if (shard_id is None) != (shard_num is None) and not (merge and shard_num is not None):
         _fail(["give both --shard-id and --shard-num (or --merge)"])
+    if out is not None:  # before the collection is read
+        check_output_path(out, directory=True)
     coll = load_collection(collection)
     config = DenseIndexConfig(kind=kind, factory=factory, batch_size=batch_size, chunk_size=chunk_size,
                               build_threads=threads, keep_vectors=keep_vectors)
@@ -647,6 +672,8 @@ def index_lucene(
     from clir_eval.retrieval.bm25 import build_lucene_index
     from clir_eval.retrieval.systems import default_index_dirs
 
+    if out is not None:  # before the collection is read
+        check_output_path(out, directory=True)
     coll = load_collection(collection)
     target = check_output_path(out or default_index_dirs(coll).lucene, directory=True)
     info = build_lucene_index(coll.documents(), target)
@@ -711,6 +738,8 @@ def distill_command(
             raise ValueError(f"--min-margin must be in [0, 2) (0 = no filter, else a ratio margin such as 1.0), got "
                              f"{min_margin}") from None
     check_output_path(out, directory=True)
+    # The trainer's checkpoints go beside the student (distill.checkpoints.checkpoint_dir).
+    check_output_path(out.with_name(out.name + ".checkpoints"), directory=True)
     train = load_bitext(bitext, lang, train_split)
     train = sample_pairs(train, max_pairs or None, sample_seed(seed, lang, train_split))
     dev = load_bitext(bitext, lang, dev_split)[:max_dev_pairs] if dev_split else []

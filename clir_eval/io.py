@@ -97,6 +97,24 @@ def c_atol(text: str) -> CNumber | None:
     return CNumber(min(max(int(match[1]), _LONG_MIN), _LONG_MAX), match.end() == len(text))
 
 
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for a message, at most about ``limit`` characters however large or deep ``value`` is.
+
+    ``reprlib`` stops at a few items per level and a few levels, so a YAML alias bomb (a list whose items
+    are the same list, nested) is never expanded; a plain ``repr`` of one would run for hours.
+    """
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict, short.maxset = 3, 6, 6, 6, 6
+    short.maxstring = short.maxother = short.maxlong = limit
+    try:
+        text = short.repr(value)
+    except ValueError:  # an int past Python's 4,300-digit str() limit
+        text = f"<{type(value).__name__} of {value.bit_length()} bits>" if isinstance(value, int) else "<?>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class InputFileError(ValueError):
     """Bad user input, located: ``path:line: message`` (line is 1-based, or None for whole-file problems)."""
 
@@ -281,6 +299,34 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+# Filesystems of the kernel's own state: a write there fails (or changes the system) rather than store a file.
+_PSEUDO_FILESYSTEMS = frozenset({
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "pstore", "bpf",
+    "configfs", "fusectl", "mqueue", "binfmt_misc", "efivarfs", "rpc_pipefs", "nsfs",
+})
+_PSEUDO_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))  # where /proc/self/mountinfo cannot be read
+
+
+def _filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem mounted at the longest mount point above ``path`` (an absolute path), or None
+    when /proc/self/mountinfo is unreadable (not Linux)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    best, kind = -1, None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5 or not right.split():
+            continue
+        # Mount points escape space, tab, newline and backslash as octal (\040).
+        mount = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4]))
+        if path.is_relative_to(mount) and len(mount.parts) > best:
+            best, kind = len(mount.parts), right.split()[0]
+    return kind
+
+
 def check_output_path(path: str | os.PathLike, directory: bool = False) -> Path:
     """Refuse, before the work that would fill it, an output path that cannot be written.
 
@@ -288,19 +334,32 @@ def check_output_path(path: str | os.PathLike, directory: bool = False) -> Path:
         directory: ``path`` is a directory to write into (else a file to write).
 
     Raises:
-        InputFileError: ``path`` exists as the other kind (a directory given for a file, or a file given
-            for a directory), or one of its parents is a file.
+        InputFileError: naming ``path`` as given: it exists as the other kind (a directory given for a file, or
+            a file given for a directory), one of its parents is a file, it lies on a pseudo-filesystem
+            (/proc, /sys, /dev), or the directory it would be written in (or created under) is not writable.
     """
     path = Path(path)
     if not directory and path.is_dir():
         raise InputFileError(path, None, "is a directory; give the path of the file to write")
     if directory and path.exists() and not path.is_dir():
         raise InputFileError(path, None, "is a file; give a directory to write into")
-    for parent in path.parents:
+    # The nearest directory that exists: files (and atomic_write's temporaries) are created in or under it.
+    existing = path if directory and path.is_dir() else None
+    for parent in path.parents if existing is None else ():
         if parent.exists():
             if not parent.is_dir():
                 raise InputFileError(parent, None, f"is a file, so {path} cannot be created under it")
+            existing = parent
             break
+    existing = existing if existing is not None else Path.cwd()
+    resolved = existing.resolve()
+    kind = _filesystem_type(resolved)
+    if (kind in _PSEUDO_FILESYSTEMS if kind is not None
+            else any(resolved.is_relative_to(root) for root in _PSEUDO_ROOTS)):
+        raise InputFileError(path, None, f"lies on a pseudo-filesystem ({kind or resolved}); give a path on disk")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is" if existing == path else f"would be created in {existing}, which is"
+        raise InputFileError(path, None, f"{what} not writable (read-only or no permission)")
     return path
 
 
@@ -415,12 +474,61 @@ def parse_yaml(text: str, path: str | os.PathLike) -> Any:
         pass
 
     StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    loader = StrictLoader(text)
     try:
-        return yaml.load(text, Loader=StrictLoader)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, path)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or exc
         raise InputFileError(path, mark.line + 1 if mark is not None else None, f"invalid YAML ({problem})") from None
+    except RecursionError:
+        raise InputFileError(path, None, "invalid YAML (nested too deeply)") from None
+    finally:
+        loader.dispose()
+
+
+#: The most values a YAML file may hold once its aliases are expanded; configs and manifests hold hundreds.
+MAX_YAML_NODES = 1_000_000
+
+
+def _check_expansion(root: Any, path: str | os.PathLike) -> None:
+    """Refuse a composed YAML document that refers to itself or expands past :data:`MAX_YAML_NODES` values.
+
+    An alias stands for its anchor's whole value: nine aliases of a list of nine aliases of ..., nine levels
+    deep, is a few lines of text and 387 million values once walked (an "alias bomb"). Anything that walks it
+    (an error message, a manifest, a hash) never ends, so it is refused here, counting each distinct node once.
+    """
+    import yaml
+
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            raise InputFileError(path, node.start_mark.line + 1, "invalid YAML (an alias refers to the value that "
+                                                                  "holds it)")
+        in_progress.add(key)
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        else:
+            total = 1
+        in_progress.discard(key)
+        if total > MAX_YAML_NODES:
+            raise InputFileError(path, node.start_mark.line + 1, f"invalid YAML (its aliases expand to more than "
+                                                                 f"{MAX_YAML_NODES:,} values: an alias bomb?)")
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 def read_json_or_none(path: str | os.PathLike) -> Any:

@@ -52,7 +52,16 @@ _METRICS: dict[str, tuple[str, str, str, str]] = {
     "bpref": ("never", "bpref", "", "pytrec_eval"),
 }
 
-_NAME = re.compile(r"^(?P<base>[a-z_-]+)(?:@(?P<k>[0-9]+))?$")
+_NAME = re.compile(r"^(?P<base>[a-z_-]+)(?:@(?P<k>.*))?$", re.DOTALL)
+#: The largest cutoff: trec_eval reads cutoffs as C ints, and the metric kernels index with 32-bit ints.
+MAX_CUTOFF = 2**31 - 1
+
+
+def _short(name: object) -> str:
+    """``repr(name)`` cut to a readable length (a metric name comes from user input)."""
+    from clir_eval.io import short_repr
+
+    return short_repr(name)
 
 
 def valid_metric_names() -> list[str]:
@@ -76,7 +85,7 @@ def parse_metric(name: str) -> MetricSpec:
     match = _NAME.match(name.strip()) if isinstance(name, str) else None
     valid = ", ".join(valid_metric_names())
     if match is None or match["base"] not in _METRICS:
-        raise ValueError(f"unknown metric {name!r}; valid metrics: {valid}")
+        raise ValueError(f"unknown metric {_short(name)}; valid metrics: {valid}")
     base = match["base"]
     cutoff, plain, cut, backend = _METRICS[base]
     if match["k"] is None:
@@ -85,9 +94,12 @@ def parse_metric(name: str) -> MetricSpec:
         return MetricSpec(name=base, base=base, k=0, trec_eval=plain, backend=backend)
     if cutoff == "never":
         raise ValueError(f"metric {base!r} takes no cutoff; valid metrics: {valid}")
-    k = int(match["k"])
-    if k < 1:
-        raise ValueError(f"metric {name!r}: the cutoff must be >= 1; valid metrics: {valid}")
+    text = match["k"]
+    # ASCII digits only: int() would also take "1_0" and non-ASCII digits, which trec_eval's atoi reads otherwise.
+    k = int(text) if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_CUTOFF)) else None
+    if k is None or not 1 <= k <= MAX_CUTOFF:
+        raise ValueError(f"metric {_short(name)}: the cutoff must be an integer from 1 to {MAX_CUTOFF}; "
+                         f"valid metrics: {valid}")
     return MetricSpec(name=f"{base}@{k}", base=base, k=k, trec_eval=cut.format(k=k), backend=backend)
 
 

@@ -15,29 +15,43 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from clir_eval.experiment.config import ExperimentConfig, StudentSpec
-from clir_eval.experiment.schema import ConfigError
+from clir_eval.experiment.schema import ConfigError, convert_known
 
 # Splits every student reads: the runner distils on "train" and evaluates on "dev" (StudyRunner.student).
 _STUDENT_SPLITS = ("train", "dev")
 
 
 def check_study(config: ExperimentConfig, source: str) -> None:
-    """Check ``config`` (read from ``source``) against the registries.
+    """Check ``config`` (read from ``source``) against the registries and the file system.
 
     Raises:
         ConfigError: one line per problem, ``<source>: <key>: <message>``.
     """
+    problems = study_problems(config, source)
+    if problems:
+        raise ConfigError(*problems)
+
+
+def study_problems(config: ExperimentConfig, source: str, defaulted: frozenset[str] = frozenset()) -> list[str]:
+    """Every problem :func:`check_study` finds, one line each (empty when there is none).
+
+    Args:
+        defaulted: fields of ``config`` whose value was refused and replaced by its default; the checks of
+            what refers to them (systems naming students, baselines naming systems) are left out, as the
+            config's own names are not all known.
+    """
     checker = _Checker()
-    checker.systems(config)
-    if not checker.problems:  # names derive from the systems: meaningful only once those parse
+    checker.outputs(config)
+    known = not defaulted & {"students", "sweep"}
+    checker.systems(config, students_known=known)
+    if not checker.problems and known and "evaluation" not in defaulted:  # names derive from the systems
         checker.names(config)
     checker.metrics(config)
     checker.collections(config)
     checker.models(config)
     checker.students(config)
     checker.psq_bitext(config)
-    if checker.problems:
-        raise ConfigError(*(f"{source}: {key + ': ' if key else ''}{message}" for key, message in checker.problems))
+    return [f"{source}: {key + ': ' if key else ''}{message}" for key, message in checker.problems]
 
 
 class _Checker:
@@ -57,13 +71,22 @@ class _Checker:
             self.problems.append((key, str(exc)))
         return None
 
-    def systems(self, config: ExperimentConfig) -> None:
+    def outputs(self, config: ExperimentConfig) -> None:
+        """The output directory can be made and written (the runner writes nothing else outside the cache)."""
+        from clir_eval.io import InputFileError, check_output_path
+
+        try:
+            check_output_path(config.output_dir, directory=True)
+        except InputFileError as exc:
+            self.problems.append(("output_dir", str(exc)))
+
+    def systems(self, config: ExperimentConfig, students_known: bool = True) -> None:
         from clir_eval.retrieval.systems import parse_system
 
         students = {s.name for s in config.all_students}
         for i, system in enumerate(config.systems):
             spec = self.check(f"systems[{i}]", lambda: parse_system(system))
-            if spec is None:
+            if spec is None or not students_known:
                 continue
             if spec.kind == "student" and spec.argument not in students and not Path(spec.argument).is_dir():
                 self.problems.append((f"systems[{i}]", f"{spec.argument!r} is neither a student of this study "
@@ -132,9 +155,16 @@ class _Checker:
         from clir_eval.distill.trainer import DistillConfig
 
         for key, student in _students(config):
-            # The settings StudyRunner.student trains with, built the way the trainer builds them.
+            # The settings StudyRunner.student trains with, read as it reads them (schema.from_mapping: numbers
+            # written as strings are numbers, non-finite ones refused, every refused option named).
             settings = {"seed": config.seed, **student.options, "method": student.method,
                         "student": student.backbone, "teacher": config.teacher}
+            try:
+                settings = convert_known(DistillConfig, settings, f"{key}.options")
+            except ConfigError as exc:
+                self.problems += [("", line) for line in exc.errors]
+                self._student_bitext(key, student)
+                continue
             distill = self.check(f"{key}.options", lambda: DistillConfig.from_dict(settings))
             budget = student.max_pairs * len(student.languages) if student.max_pairs else None
             if distill is not None and budget is not None and budget < distill.batch_size:

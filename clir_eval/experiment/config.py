@@ -12,7 +12,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
-from clir_eval.experiment.schema import ConfigError, from_mapping, to_mapping
+from clir_eval.experiment.schema import ConfigError, build, from_mapping, raise_problems, to_mapping
+from clir_eval.io import short_repr
 
 #: The study ``clir-eval run`` performs with no argument: ``default.yaml`` of the configs shipped as package data
 #: (:mod:`clir_eval.resources`; ``configs/`` in the repository). Only a path: nothing is read at import.
@@ -31,8 +32,7 @@ class CollectionRef:
     split: str = "test"
 
     def __post_init__(self) -> None:
-        if not self.languages:
-            raise ValueError("languages must not be empty")
+        raise_problems([("languages", "languages must not be empty")] if not self.languages else [])
 
 
 @dataclass(frozen=True)
@@ -58,18 +58,23 @@ class StudentSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        problems = []
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+            problems.append(("method", f"method must be one of {list(METHODS)}, got {short_repr(self.method)}"))
         if self.english_pairs < 0:
-            raise ValueError(f"english_pairs must be >= 0, got {self.english_pairs}")
+            problems.append(("english_pairs", f"english_pairs must be >= 0, got {self.english_pairs}"))
         if self.max_pairs is not None and self.max_pairs < 1:
-            raise ValueError(f"max_pairs must be >= 1 or null, got {self.max_pairs}")
+            problems.append(("max_pairs", f"max_pairs must be >= 1 or null, got {self.max_pairs}"))
         if self.min_margin is not None:
             from clir_eval.distill.filtering import check_min_margin
 
-            check_min_margin(self.min_margin)
+            try:
+                check_min_margin(self.min_margin)
+            except ValueError as exc:
+                problems.append(("min_margin", str(exc)))
         if ":" in self.name or "/" in self.name or " " in self.name:
-            raise ValueError(f"student name {self.name!r} may not contain ':', '/' or spaces")
+            problems.append(("", f"student name {short_repr(self.name)} may not contain ':', '/' or spaces"))
+        raise_problems(problems)
 
 
 @dataclass(frozen=True)
@@ -86,12 +91,20 @@ class EvaluationSpec:
     family: Literal["table", "metric"] = "table"  # what one correction covers (evaluation.comparison.FAMILIES)
 
     def __post_init__(self) -> None:
+        problems = []
         if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+            problems.append(("alpha", f"alpha must be in (0, 1), got {self.alpha}"))
         if self.n_resamples < 1:
-            raise ValueError(f"n_resamples must be >= 1, got {self.n_resamples}")
+            problems.append(("n_resamples", f"n_resamples must be >= 1, got {self.n_resamples}"))
         if not self.metrics:
-            raise ValueError("metrics must not be empty")
+            problems.append(("metrics", "metrics must not be empty"))
+        raise_problems(problems)
+
+
+def _is_axis_value(value: Any) -> bool:
+    """A scalar, or a flat list of scalars (``languages: [[sw], [sw, ha]]``)."""
+    scalar = (str, int, float, type(None))
+    return isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
 
 
 @dataclass(frozen=True)
@@ -108,11 +121,22 @@ class SweepSpec:
 
     def __post_init__(self) -> None:
         valid = {"method", "backbone", "max_pairs", "min_margin", "english_pairs", "languages", "bitext"}
+        problems = []
         for axis, values in self.axes.items():
             if axis not in valid and not axis.startswith("options."):
-                raise ValueError(f"unknown sweep axis {axis!r}; valid: {sorted(valid)} or 'options.<key>'")
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"sweep axis {axis!r} needs a non-empty list of values")
+                problems.append(("axes", f"unknown sweep axis {short_repr(axis)}; valid: {sorted(valid)} or "
+                                         f"'options.<key>'"))
+            elif not isinstance(values, list) or not values:
+                problems.append(("axes", f"sweep axis {axis!r} needs a non-empty list of values"))
+            else:
+                # An axis value becomes part of a student's name: a nested structure (a YAML alias bomb among
+                # them) has no name, and spelling one out could take hours.
+                for value in values:
+                    if not _is_axis_value(value):
+                        problems.append(("axes", f"sweep axis {axis!r}: {short_repr(value)} is not a number, a "
+                                                 f"string or a list of them"))
+                        break
+        raise_problems(problems)
 
 
 @dataclass(frozen=True)
@@ -141,20 +165,26 @@ class ExperimentConfig:
     evaluation: EvaluationSpec = EvaluationSpec()
 
     def __post_init__(self) -> None:
+        problems = []
         if self.hits < 1:
-            raise ValueError(f"hits must be >= 1, got {self.hits}")
+            problems.append(("hits", f"hits must be >= 1, got {self.hits}"))
         if self.dev_pairs is not None and self.dev_pairs < 1:
-            raise ValueError(f"dev_pairs must be >= 1 or null, got {self.dev_pairs}")
+            problems.append(("dev_pairs", f"dev_pairs must be >= 1 or null, got {self.dev_pairs}"))
         if self.threads < 0:
-            raise ValueError(f"threads must be >= 0 (0 = torch's default), got {self.threads}")
-        names = [s.name for s in self.all_students]
+            problems.append(("threads", f"threads must be >= 0 (0 = torch's default), got {self.threads}"))
+        if not self.collections:
+            problems.append(("collections", "collections must not be empty"))
+        try:
+            names = [s.name for s in self.all_students]
+        except ConfigError as exc:  # a generated student refused: blame the sweep
+            problems += [("sweep", line) for line in exc.errors]
+            names = [s.name for s in self.students]
         if len(set(names)) != len(names):
-            raise ValueError(f"student names must be unique, got {names}")
+            problems.append(("", f"student names must be unique, got {names}"))
         clashes = sorted(set(names) & {s.split(":", 1)[0] for s in self.systems})
         if clashes:
-            raise ValueError(f"student names {clashes} clash with system names; rename the students")
-        if not self.collections:
-            raise ValueError("collections must not be empty")
+            problems.append(("", f"student names {clashes} clash with system names; rename the students"))
+        raise_problems(problems)
 
     @property
     def all_students(self) -> tuple[StudentSpec, ...]:
@@ -289,10 +319,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data = {**data, **(overrides or {})}
-    data.setdefault("output_dir", str(Path("results") / str(data.get("name", path.stem))))
-    config = from_mapping(ExperimentConfig, data, where=str(path))
-    config.all_students  # validates the sweep's generated students now, not mid-run
-    from clir_eval.experiment.checks import check_study
+    name = data.get("name")
+    data.setdefault("output_dir", str(Path("results") / (name if isinstance(name, str) else path.stem)))
+    # Every problem at once: those of the file's shape and values, then (on what could be built) the study's
+    # checks against the registries and the file system.
+    built = build(ExperimentConfig, data, where=str(path))
+    errors = list(built.errors)
+    if built.value is not None:
+        from clir_eval.experiment.checks import study_problems
 
-    check_study(config, str(path))
-    return replace(config)
+        errors += study_problems(built.value, str(path), defaulted=built.defaulted)
+    if errors:
+        raise ConfigError(*errors)
+    return replace(built.value)

@@ -396,6 +396,11 @@ class StudyRunner:
     def run(self) -> StudyResult:
         started = time.perf_counter()
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        from clir_eval.io import check_output_path
+
+        # load_config checked output_dir already; a config built in code reaches here unchecked.
+        check_output_path(self.output_dir, directory=True)
+        check_output_path(self.cache_root, directory=True)
         if self.config.threads:
             import torch
 
