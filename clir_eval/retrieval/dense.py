@@ -411,9 +411,11 @@ def build_dense_index(
         from clir_eval.models.pyserini_adapters import DocumentEncoder
 
         encoder = DocumentEncoder(model, batch_size=config.batch_size)
-    from clir_eval.retrieval.faiss_index import check_factory
+    dim = _encoder_dim(encoder)
+    if dim is not None:  # a bad factory string costs no encoding (else it fails once the vectors are on disk)
+        from clir_eval.retrieval.faiss_index import check_factory
 
-    check_factory(config.factory_string, _encoder_dim(encoder))  # a bad factory string costs no encoding
+        check_factory(config.factory_string, dim)
     if world == 1:
         with build_lock(target):  # a second process waits for this build and then reuses it
             meta = read_index_meta(target)
@@ -433,13 +435,10 @@ def build_dense_index(
     return DenseIndexInfo(target, meta)
 
 
-def _encoder_dim(encoder: Any) -> int:
-    """The embedding size of a Pyserini-shaped document encoder (one probe text when it does not say)."""
-    model = getattr(encoder, "model", None)
-    dim = getattr(model, "dim", None)
-    if isinstance(dim, int):
-        return dim
-    return int(np.asarray(encoder.encode(["dimension probe"])).shape[1])
+def _encoder_dim(encoder: Any) -> int | None:
+    """The embedding size of a Pyserini-shaped document encoder, when its model says (None otherwise)."""
+    dim = getattr(getattr(encoder, "model", None), "dim", None)
+    return dim if isinstance(dim, int) else None
 
 
 def read_vectors(index_dir: str | os.PathLike) -> tuple[np.ndarray, list[str]]:

@@ -88,6 +88,7 @@ def build_index(factory: str, dim: int, chunks: Iterator[np.ndarray], train: np.
     """
     import faiss
 
+    check_factory(factory, dim)
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     hnsw = _hnsw(index)
     if hnsw is not None and hnsw_ef_construction is not None:
