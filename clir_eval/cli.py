@@ -431,7 +431,7 @@ def report_command(
     seed: int = typer.Option(None, "--seed", help="Seed (default: manifest, else 42)."),
     family: str = typer.Option(None, "--family", help="table | metric (default: manifest, else table)."),
     judged_queries_only: bool = typer.Option(False, "--judged-queries-only", help="As for evaluate."),
-    trec_eval_version: int = typer.Option(9, "--trec-eval", help=_TREC_EVAL_HELP),
+    trec_eval_version: int = typer.Option(None, "--trec-eval", help=_TREC_EVAL_HELP + " Default: the manifest's, else 9."),
 ) -> None:
     """One self-contained HTML report: leaderboards, significance, gap analysis, plots, provenance."""
     from rich.console import Console
@@ -446,7 +446,8 @@ def report_command(
     report = build_report(
         read_results(results_dir), metrics=_eval_metrics(metrics) if metrics else None, baselines=baselines or None,
         oracle=oracle, test=test, correction=correction, alpha=alpha, seed=seed, family=family,
-        judged_queries_only=judged_queries_only, trec_eval_version=check_trec_eval_version(trec_eval_version),
+        judged_queries_only=judged_queries_only,
+        trec_eval_version=None if trec_eval_version is None else check_trec_eval_version(trec_eval_version),
     )
     path = write_report(report, out, assets=assets)
     Console().print(f"wrote {path}", highlight=False)

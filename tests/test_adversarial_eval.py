@@ -425,3 +425,30 @@ def test_report_on_a_full_disk_leaves_neither_html_nor_assets(tmp_path, monkeypa
     assert str(root / "report") in text or str(root / "report.html") in text
     assert _files(tmp_path) == before
     assert not (root / "report").exists()
+
+
+def test_a_study_s_trec_eval_setting_reaches_its_report(tmp_path):
+    """``evaluation.trec_eval: 10`` in a study config is the reading of its report (and of ``report`` later)."""
+    from clir_eval.evaluation.manifest import read_results
+    from clir_eval.evaluation.report import build_report
+    from clir_eval.experiment.config import EvaluationSpec, load_config
+
+    root = tmp_path / "study"
+    (root / "runs" / "toy" / "sw").mkdir(parents=True)
+    (root / "runs" / "toy" / "qrels.txt").write_text("q1 0 b 1\nq1 0 a 0\n")
+    (root / "runs" / "toy" / "sw" / "r.run").write_text("q1 Q0 a 1 0.5000000000000001 r\nq1 Q0 b 2 0.5 r\n")
+    means = {}
+    for version in (9, 10):
+        spec = EvaluationSpec(metrics=("mrr",), baselines=(), trec_eval=version)
+        significance = {f: getattr(spec, f) for f in ("test", "seed", "trec_eval")}
+        (root / "manifest.json").write_text(json.dumps({
+            "metrics": ["mrr"], "significance": significance,
+            "runs": [{"path": "runs/toy/sw/r.run", "qrels": "runs/toy/qrels.txt", "collection": "toy", "lang": "sw",
+                      "system": "r"}]}))
+        report = build_report(read_results(root))
+        means[version] = report.tables[0].result.means["r"]["mrr"]
+    assert means == {9: 1.0, 10: 0.5}
+    default = Path(__file__).parent.parent / "configs" / "default.yaml"
+    assert load_config(default, {"evaluation": {"trec_eval": 10}}).evaluation.trec_eval == 10
+    with pytest.raises(ValueError, match="trec_eval"):
+        load_config(default, {"evaluation": {"trec_eval": 8}})

@@ -78,13 +78,14 @@ def build_report(
     oracle: str | None = None,
     language_groups: Mapping[str, str] | None = None,
     judged_queries_only: bool = False,
-    trec_eval_version: int = DEFAULT_TREC_EVAL_VERSION,
+    trec_eval_version: int | None = None,
 ) -> Report:
     """Evaluate and compare every run of ``results``; arguments override the manifest's settings.
 
     Language groups come from ``language_groups``, else the manifest, else the built-in collection of the
     same name (its ``groups``), else none (no gap analysis for that collection). ``trec_eval_version``: 9
-    compares scores at float32 precision (trec_eval 9.x, pytrec_eval), 10 as doubles (trec_eval 10.0).
+    compares scores at float32 precision (trec_eval 9.x, pytrec_eval), 10 as doubles (trec_eval 10.0); None
+    takes the manifest's (a study's ``evaluation.trec_eval``), else 9.
     """
     from clir_eval.collections.readers import read_qrels
     from clir_eval.retrieval.runs import read_run
@@ -94,6 +95,8 @@ def build_report(
     baselines = tuple(baselines or results.baselines)
     oracle = oracle or results.oracle
     seed = int(seed if seed is not None else sig.get("seed", 42))
+    if trec_eval_version is None:
+        trec_eval_version = int(sig.get("trec_eval", DEFAULT_TREC_EVAL_VERSION))
     settings = dict(
         test=test or sig.get("test", "t"),
         correction=correction or sig.get("correction", "holm"),

@@ -89,6 +89,7 @@ class EvaluationSpec:
     seed: int = 42
     n_resamples: int = 10_000
     family: Literal["table", "metric"] = "table"  # what one correction covers (evaluation.comparison.FAMILIES)
+    trec_eval: Literal[9, 10] = 9  # score precision: 9 = float32 (trec_eval 9.x, pytrec_eval), 10 = double
 
     def __post_init__(self) -> None:
         problems = []
@@ -98,6 +99,8 @@ class EvaluationSpec:
             problems.append(("n_resamples", f"n_resamples must be >= 1, got {self.n_resamples}"))
         if not self.metrics:
             problems.append(("metrics", "metrics must not be empty"))
+        if isinstance(self.trec_eval, bool) or self.trec_eval not in (9, 10):
+            problems.append(("trec_eval", f"trec_eval must be 9 (float32 scores) or 10 (double), got {self.trec_eval!r}"))
         raise_problems(problems)
 
 
