@@ -380,8 +380,11 @@ def run_regressions(specs: list[RegressionSpec], *, runs_root: str | os.PathLike
         if not wanted:
             continue
         once_error = "" if spec.per_entry else _execute(_format(spec.command, spec, collection.name, runs_root), cwd)
-        qrels = qrels_from_records(collection.qrels(spec.split))
+        qrels_by_lang: dict[str, dict] = {}
         for lang, system in wanted:
+            if lang not in qrels_by_lang:  # one language's qids only where languages have their own queries
+                qrels_by_lang[lang] = qrels_from_records(collection.qrels(spec.split, lang))
+            qrels = qrels_by_lang[lang]
             command = _format(spec.command, spec, collection.name, runs_root, lang, system)
             run_path = Path(_format(spec.run, spec, collection.name, runs_root, lang, system))
             error = _execute(command, cwd) if spec.per_entry else once_error

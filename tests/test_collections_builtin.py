@@ -22,8 +22,8 @@ def ntrex():
 
 
 def test_builtins_are_listed_and_valid_without_warnings():
-    assert {"xquad-r", "ntrex"} <= set(list_collections())
-    for name in ("xquad-r", "ntrex"):
+    assert {"xquad-r", "ntrex", "lafand-x"} <= set(list_collections())
+    for name in ("xquad-r", "ntrex", "lafand-x"):
         report = validate_collection(load_collection(name, validate=False), strict=True)
         assert report.ok, report.errors
 
@@ -141,3 +141,35 @@ def test_cli_lists_every_builtin_split_and_language():
     rows = [line for line in result.output.splitlines() if "│ ntrex" in line or "│ xquad-r" in line]
     assert len(rows) == 2 * 14 + 11
     assert any("xquad-r" in r and "│ hi " in r and "low" in r and "1,190" in r and "1,180" in r for r in rows)
+    lafand_x = [line for line in result.output.splitlines() if "│ lafand-x" in line]
+    assert len(lafand_x) == 2 * 15  # dev and test, 14 languages and the English oracle
+    assert any("│ test" in r and "│ sw " in r and "1,835" in r and "94,218" in r for r in lafand_x)
+
+
+LAFAND_TEST = {"am": 1037, "ha": 1500, "ig": 1500, "lg": 1500, "ny": 1004, "pcm": 1564, "rw": 1006, "sn": 1005,
+               "sw": 1835, "tn": 1500, "tw": 1500, "xh": 1002, "yo": 1558, "zu": 998}
+LAFAND_DEV = {"am": 899, "ha": 1300, "ig": 1500, "lg": 1500, "ny": 483, "pcm": 1484, "rw": 460, "sn": 556,
+              "sw": 1791, "tn": 1342, "tw": 1284, "xh": 486, "yo": 1544, "zu": 1239}
+
+
+def test_lafand_x_loads_by_name_with_its_counts():
+    # Line counts of LAFAND's test.<xxx> / dev.<xxx> files; 94,218 distinct English sentences of the 99,701 lines
+    # of every en-xx file (train, dev and test), after NFKC + casefold + whitespace normalisation.
+    lafand_x = load_collection("lafand-x")
+    assert lafand_x.splits == ("dev", "test") and lafand_x.oracle_lang == "en" and not lafand_x.parallel_topics
+    assert lafand_x.licence.startswith("CC BY-NC 4.0") and "A Few Thousand Translations" in lafand_x.citation
+    docs = {d.docid: d.contents for d in lafand_x.documents()}
+    assert len(docs) == 94_218 and len(docs) >= 90_000
+    for split, counts in (("test", LAFAND_TEST), ("dev", LAFAND_DEV)):
+        assert lafand_x.languages_in(split) == tuple(sorted([*counts, "en"]))
+        english = {t.qid: t.text for t in lafand_x.topics("en", split)}
+        qrels = lafand_x.qrels(split)
+        relevant = {q.qid: q.docid for q in qrels}
+        assert len(relevant) == len(qrels) == len(english) == sum(counts.values())  # one relevant document each
+        for lang, count in counts.items():
+            topics = lafand_x.topics(lang, split)
+            assert len(topics) == count and lafand_x.language_group(lang) == "low"
+            assert len(lafand_x.qrels(split, lang)) == count
+            # the relevant document is the query's own English translation
+            assert all(" ".join(docs[relevant[t.qid]].casefold().split()) == " ".join(english[t.qid].casefold().split())
+                       for t in topics[:50])

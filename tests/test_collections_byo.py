@@ -205,3 +205,43 @@ def test_validation_is_remembered_until_a_file_changes(tmp_path, monkeypatch):
     write_qrels(root / "qrels.txt", [Qrel("q1", "d9", 1), Qrel("q2", "d2", 1)])  # now a relevant doc is missing
     with pytest.raises(CollectionValidationError, match="d9"):
         load_collection(root)
+
+
+def _per_language(root):
+    """Each language its own queries (parallel_topics: false): sw asks q1, q2; ha asks q3; en holds all three."""
+    write_corpus(root / "corpus.jsonl", [Document("d1", "oil prices rose"), Document("d2", "heavy rain"),
+                                         Document("d3", "football match won")])
+    write_qrels(root / "test.qrels", [Qrel("q1", "d1", 1), Qrel("q2", "d2", 1), Qrel("q3", "d3", 1)])
+    write_topics(root / "sw.tsv", [Topic("q1", "bei ya mafuta", "sw"), Topic("q2", "mvua kubwa", "sw")])
+    write_topics(root / "ha.tsv", [Topic("q3", "wasan kwallon kafa", "ha")])
+    write_topics(root / "en.tsv", [Topic("q1", "oil prices", "en"), Topic("q2", "heavy rain", "en"),
+                                   Topic("q3", "football match", "en")])
+    (root / "collection.yaml").write_text(
+        "corpus: corpus.jsonl\noracle_lang: en\nparallel_topics: false\n"
+        "splits:\n  test:\n    qrels: test.qrels\n    topics: {en: en.tsv, sw: sw.tsv, ha: ha.tsv}\n", encoding="utf-8")
+    return root
+
+
+def test_per_language_queries_are_valid_and_each_language_gets_its_own_judgements(tmp_path):
+    collection = load_collection(_per_language(tmp_path / "mine"))
+    assert validate_collection(collection, strict=True).ok  # no "qid without a topic in sw" warnings
+    assert [q.qid for q in collection.qrels("test", "sw")] == ["q1", "q2"]
+    assert [q.qid for q in collection.qrels("test", "ha")] == ["q3"]
+    assert len(collection.qrels("test", "en")) == len(collection.qrels("test")) == 3
+
+
+def test_per_language_queries_still_warn_about_a_judgement_no_language_asks(tmp_path):
+    root = _per_language(tmp_path / "mine")
+    write_qrels(root / "test.qrels", [Qrel("q1", "d1", 1), Qrel("q2", "d2", 1), Qrel("q3", "d3", 1),
+                                      Qrel("q9", "d3", 1)])
+    report = validate_collection(load_collection(root, validate=False))
+    assert any("1 qrels qid(s) of split 'test' have no topic in any query language: 'q9'" in w
+               for w in report.warnings), report.warnings
+
+
+def test_parallel_topics_must_be_a_boolean(tmp_path):
+    root = _per_language(tmp_path / "mine")
+    text = (root / "collection.yaml").read_text(encoding="utf-8").replace("parallel_topics: false", "parallel_topics: no-way")
+    (root / "collection.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(InputFileError, match=r"collection.yaml:3: parallel_topics: expected true or false"):
+        load_collection(root)

@@ -8,7 +8,9 @@ from typer.testing import CliRunner
 from clir_eval.cli import app
 from clir_eval.collections.bitext import load_bitext
 from clir_eval.collections.converters import build_builtin
+from clir_eval.collections.converters.lafand_x import docid
 from clir_eval.collections.converters.ntrex import LANG_FILES
+from clir_eval.collections.leakage import normalize
 from clir_eval.collections.converters.xquad_r import LANGUAGES as XQUAD_LANGS
 from clir_eval.collections.registry import DATA_ENV, list_collections, load_collection
 from clir_eval.io import InputFileError, sha256_tree
@@ -95,7 +97,7 @@ def test_build_is_deterministic_and_loads_through_the_registry(sources, tmp_path
     for folder in ("collections", "topics", "qrels"):
         assert sha256_tree(first / folder) == sha256_tree(second / folder)
     monkeypatch.setenv(DATA_ENV, str(first))
-    assert list_collections() == ["ntrex", "xquad-r"]
+    assert list_collections() == ["lafand-x", "ntrex", "xquad-r"]
     for name in list_collections():
         load_collection(name)  # validates: no errors
 
@@ -167,3 +169,27 @@ def test_cli_build_reports_missing_sources_with_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["collections", "build", "--source", str(tmp_path), "--dest", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "missing source folder(s): xquad-r, ntrex, lafand" in result.output
+
+
+def test_lafand_x_queries_corpus_and_relevance(sources, tmp_path, monkeypatch):
+    # sw test line 1 repeats sw train line 1's English in another case; am dev line 2 repeats sw train line 2's
+    base = sources / "lafand"
+    (base / "en-swa" / "test.en").write_text("HELLO   train\nA sentence only in test\n", "utf-8")
+    (base / "en-amh" / "dev.en").write_text("Amharic dev one\nGood morning friend\n", "utf-8")
+    counts = build_builtin(sources, tmp_path / "out")["lafand-x"]
+    # English lines: sw train 2, dev 2, test 2; am dev 2 = 8; distinct after normalisation: 5
+    assert counts["english_lines"] == 8 and counts["documents"] == 5
+    assert counts["queries"] == {"dev": {"am": 2, "sw": 2}, "test": {"sw": 2}}
+    overlaps = counts["overlaps"]["by_language"]
+    assert overlaps["sw"]["test_english_in_own_train"] == 1 and overlaps["am"]["dev_english_in_any_train"] == 1
+    assert counts["overlaps"]["english_sentences_in_more_than_one_language"] == 1  # "Good morning friend"
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "out"))
+    lafand_x = load_collection("lafand-x")  # validates
+    docs = {d.docid: d.contents for d in lafand_x.documents()}
+    assert "Hello train" in docs.values() and "HELLO   train" not in docs.values()  # first form kept
+    relevant = {q.qid: q.docid for q in lafand_x.qrels("test")}
+    assert docs[relevant["lafand-sw-test-000001"]] == "Hello train"  # relevant = the same text after normalisation
+    assert {t.qid: t.text for t in lafand_x.topics("sw", "test")}["lafand-sw-test-000001"] == "Jambo test"
+    assert {t.qid: t.text for t in lafand_x.topics("en", "dev")}["lafand-am-dev-000002"] == "Good morning friend"
+    assert relevant["lafand-sw-test-000001"] == docid(normalize("Hello train"))  # content-hash ids
+    assert [q.qid for q in lafand_x.qrels("dev", "am")] == ["lafand-am-dev-000001", "lafand-am-dev-000002"]

@@ -70,3 +70,23 @@ def test_ntrex_test_sentences_as_bitext_are_caught():
         check_leakage(stolen, evaluation_topics([ntrex]))
     dev_pairs = [BitextPair(t.text, "-", "sw", "en", t.qid) for t in ntrex.topics("sw", "dev")[:50]]
     assert check_leakage(dev_pairs, evaluation_topics([ntrex])).num_leaking == 0
+
+
+def test_a_lafand_x_test_pair_planted_in_clean_bitext_is_refused():
+    """The guard every student passes (the built-in collections' test topics) knows lafand-x: one LAFAND test pair
+    planted among clean pairs is refused, whether its Hausa side or only its English side is the test text."""
+    from clir_eval.collections.leakage import builtin_test_topics, guard_bitext
+
+    lafand_x = load_collection("lafand-x", validate=False)
+    topics = builtin_test_topics()
+    query = lafand_x.topics("ha", "test")[10]
+    english = {t.qid: t.text for t in lafand_x.topics("en", "test")}[query.qid]
+    clean = [BitextPair(f"sentensi {i}", f"clean sentence number {i}", "ha", "en", f"c{i}") for i in range(20)]
+    assert guard_bitext(clean, topics).num_leaking == 0
+    for planted in (BitextPair(query.text, english, "ha", "en", "planted"),
+                    BitextPair("wani abu daban", english.upper(), "ha", "en", "planted")):
+        with pytest.raises(LeakageError, match=r"^1 of 21 .*planted"):
+            guard_bitext([*clean[:10], planted, *clean[10:]], topics)
+    # a dev query is not a test query: the guard lets it through (dev is for choosing the budget)
+    dev = lafand_x.topics("ha", "dev")[0]
+    assert guard_bitext([BitextPair(dev.text, "-", "ha", "en", "d")], evaluation_topics([lafand_x])).num_leaking == 0

@@ -136,3 +136,31 @@ def test_a_student_taught_by_its_own_backbone_has_no_fitted_start(tmp_path):
     mapped = load_config(_write(tmp_path, text.replace("teacher: me5-small", "teacher: minilm-l6")))
     assert mapped.starts and sum(len(specs) for specs in mapped.starts.values()) == len(config.students)
     assert all(f"student:{name}" in mapped.all_systems for name in mapped.starts)
+
+
+@pytest.mark.parametrize("name", ["low-resource.yaml", "low-resource-self-teacher.yaml"])
+def test_low_resource_studies_train_every_method_on_one_budget_and_evaluate_14_languages(name):
+    from clir_eval.collections.bitext import bitext_languages
+
+    config = load_config(Path(__file__).parents[1] / "configs" / name)
+    trained = ("ha", "ig", "lg", "pcm", "sw", "tn", "tw", "yo", "zu")
+    (ref,) = config.collections
+    assert ref.name == "lafand-x" and ref.split == "test" and len(ref.languages) == 14
+    students = {s.name: s for s in config.all_students}
+    for lang in trained:
+        specs = [students[f"{lang}-{method}"] for method in ("kd", "kd+ot", "ot", "kd+contrastive")]
+        assert all(s.languages == (lang,) and s.backbone == "me5-small" for s in specs)
+    # one budget for every method and language: pairs, epochs, steps, batch; no margin filter
+    budgets = {(s.max_pairs, s.min_margin, s.options.get("epochs", 1), s.options.get("max_steps", 0),
+                s.options.get("batch_size", 32)) for s in students.values()}
+    assert budgets == {(2000, None, 1, 0, 32)}
+    assert {students[f"multi-{m}"].languages for m in ("kd", "kd+ot", "ot", "kd+contrastive")} == {trained}
+    # the self-teacher students start from the teacher itself; the MiniLM ones share one fitted start
+    assert list(config.starts) == ([] if config.teacher == "me5-small" else ["student-init"])
+    assert {"bm25-psq", "bm25-oracle", "oracle-dense", "hybrid", "teacher"} <= set(config.systems)
+    # bm25-psq finds a bitext for every evaluated language (the loader does not check this): own train, else dev
+    available = {source: bitext_languages(source) for source, _ in config.psq_bitext}
+    for lang in ref.languages:
+        source = next(((s, split) for s, split in config.psq_bitext if split in available[s].get(lang, ())), None)
+        assert source == (("lafand", "train") if lang in trained else ("lafand", "dev")), lang
+    assert config.leakage == "drop"

@@ -200,3 +200,31 @@ def test_a_later_option_at_its_default_keeps_a_students_key():
         default = getattr(defaults, name)
         changed = distill_key(DistillConfig(method="kd+contrastive", student="a", loss=LossOptions(**{name: not default})))
         assert changed["loss"][name] == (not default) and stable_hash(changed) != stable_hash(plain)
+
+
+def test_a_language_with_its_own_queries_is_evaluated_on_its_own_judgements(tmp_path, tiny_bert_dir):
+    """parallel_topics: false (lafand-x): sw's table averages over sw's queries, not every language's with 0s."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_collections_byo import _per_language
+
+    collection = _per_language(tmp_path / "mine")
+    config = tmp_path / "study.yaml"
+    config.write_text(f"""
+name: per-language
+output_dir: {tmp_path / "out"}
+teacher: {tiny_bert_dir}
+collections: [{{name: {collection}, split: test, languages: [sw, ha]}}]
+systems: [bm25-oracle]
+hits: 3
+evaluation: {{metrics: [mrr], baselines: []}}
+""", encoding="utf-8")
+    run_study(load_config(config), cache_root=tmp_path / "cache")
+    runs = tmp_path / "out" / "runs" / "mine"
+    for lang, queries in (("sw", 2), ("ha", 1)):
+        board = json.loads((tmp_path / "out" / "leaderboards" / f"mine-{lang}.json").read_text(encoding="utf-8"))
+        assert board["n_queries"] == {"bm25-oracle": queries} and board["means"]["bm25-oracle"]["mrr"] == 1.0
+    assert (runs / "sw" / "qrels.test.txt").read_text(encoding="utf-8").split("\n")[:-1] == [
+        "q1 0 d1 1", "q2 0 d2 1"]

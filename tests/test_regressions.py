@@ -189,3 +189,23 @@ def test_recording_a_new_language_extends_the_spec(tiny):
     assert again.expected_for("en", "bm25-oracle").scores == {"mrr": 0.1235, "recall@5": 1.0}
     assert again.expected_for("sw", "bm25-oracle") is None  # a failed run (no scores) records nothing
     assert "&id" not in tiny["spec"].read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_a_language_with_its_own_queries_is_scored_on_its_own_judgements(tmp_path):
+    """parallel_topics: false (lafand-x): sw's score averages over sw's queries, not every language's with 0s."""
+    from test_collections_byo import _per_language
+    from clir_eval.regressions import run_regressions
+
+    collection = _per_language(tmp_path / "mine")
+    spec = {
+        "description": "per-language queries", "collection": str(collection), "split": "test",
+        "command": "clir-eval search --collection {collection} --lang {lang} --system {system} --hits 3 "
+                   "--index-dir {out}/index --out {run}",
+        "metrics": ["mrr"], "tolerances": {"exact": {"value": 0.0, "why": "deterministic"}},
+        "systems": {"bm25-oracle": {"tolerance": "exact"}}, "languages": ["sw"],
+    }
+    path = tmp_path / "per-language.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    result = run_regressions([load_spec(path)], runs_root=tmp_path / "runs", record=True, cwd=tmp_path)
+    assert result.scores["per-language"]["sw"]["bm25-oracle"] == {"mrr": 1.0}

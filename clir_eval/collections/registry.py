@@ -49,6 +49,8 @@ _MANIFEST_KEYS = {
     "groups": "mapping group -> list of languages (groups: high, low)",
     "splits": "mapping split -> {qrels: path, topics: {lang: path}}",
     "bitext_splits": "splits whose topics may be paired as bitext (never a test split)",
+    "parallel_topics": "true (default): every language has the same qids; false: each language its own queries",
+    "counts": "counts the converter measured (informational)",
     "notes": "free text",
     "provenance": "mapping of source files to their SHA-256",
 }
@@ -88,6 +90,9 @@ class Collection:
     source: str = ""
     bitext_splits: tuple[str, ...] = ()
     builtin: bool = False
+    # False when each language has its own queries (lafand-x): a language is then evaluated on the judgements
+    # of its own qids only, since trec_eval -c would count every other language's query as a 0.
+    parallel_topics: bool = True
 
     def __post_init__(self) -> None:
         if not self.qrels_paths:
@@ -155,9 +160,17 @@ class Collection:
         """Queries in ``lang`` for ``split``."""
         return read_topics(self.topics_path(lang, split), lang)
 
-    def qrels(self, split: str = "test") -> list[Qrel]:
-        """Relevance judgements of ``split``."""
-        return read_qrels(self.qrels_path(split))
+    def qrels(self, split: str = "test", lang: str | None = None) -> list[Qrel]:
+        """Relevance judgements of ``split``; with ``lang``, those a run in ``lang`` is evaluated on.
+
+        With parallel topics (every language the same qids) that is every judgement of the split; otherwise
+        only the judgements of the qids that have a topic in ``lang``.
+        """
+        qrels = read_qrels(self.qrels_path(split))
+        if lang is None or self.parallel_topics:
+            return qrels
+        qids = {topic.qid for topic in self.topics(lang, split)}
+        return [qrel for qrel in qrels if qrel.qid in qids]
 
     def documents(self) -> Iterator[Document]:
         """Stream the corpus (the same for every split: retrieval is always over the full corpus)."""
@@ -324,6 +337,9 @@ def _from_manifest(manifest: Path, builtin: bool) -> Collection:
     if oracle is not None and str(oracle) not in all_langs:
         raise error("oracle_lang", f"oracle_lang {oracle!r} has no topics")
     bitext_splits = data.get("bitext_splits") or []
+    parallel_topics = data.get("parallel_topics", True)
+    if not isinstance(parallel_topics, bool):
+        raise error("parallel_topics", f"parallel_topics: expected true or false, got {parallel_topics!r}")
     if not isinstance(bitext_splits, list):
         raise error("bitext_splits", "bitext_splits: expected a list of split names")
     for key in ("name", "description", "source", "licence", "citation", "notes"):
@@ -347,6 +363,7 @@ def _from_manifest(manifest: Path, builtin: bool) -> Collection:
             source=data.get("source", ""),
             bitext_splits=tuple(str(s) for s in bitext_splits),
             builtin=builtin,
+            parallel_topics=parallel_topics,
         )
     except ValueError as exc:
         raise InputFileError(manifest, None, str(exc)) from None

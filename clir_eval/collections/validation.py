@@ -11,7 +11,9 @@ Errors (the collection is unusable as is):
 Warnings (reported with a count and examples; trec_eval would run, but the user should know):
 
 * a judgement with relevance <= 0 for a docid not in the corpus (harmless for the metrics);
-* a qrels qid with no topic in some language (that query cannot be run in that language);
+* a qrels qid with no topic in some language (that query cannot be run in that language); with
+  ``parallel_topics: false`` (each language its own queries), one with no topic in any query language or
+  none in the oracle language;
 * a topic with no relevant judgement (trec_eval ignores it, so it does not count in any average).
 
 ``strict=True`` turns warnings into errors.
@@ -122,9 +124,17 @@ def validate_collection(collection: Collection, strict: bool = False) -> Validat
                     f"{qrels_file}: {len(missing_other)} non-relevant docid(s) not in the corpus: {_examples(missing_other)}"
                 )
         judged_qids = {q.qid for q in qrels}
+        if not collection.parallel_topics:
+            # Each language has its own queries: a judged qid needs a topic in one query language (and in the
+            # oracle language, which holds them all), not in every language.
+            query_langs = [lang for lang in topic_qids if lang != collection.oracle_lang]
+            unasked = judged_qids - set().union(*(topic_qids[lang] for lang in query_langs))
+            if unasked:
+                warnings.append(f"{qrels_file}: {len(unasked)} qrels qid(s) of split {split!r} have no topic in "
+                                f"any query language: {_examples(unasked)}")
         for lang, qids in topic_qids.items():
             absent = judged_qids - qids
-            if absent:
+            if absent and (collection.parallel_topics or lang == collection.oracle_lang):
                 warnings.append(
                     f"{collection.topics_path(lang, split)}: {len(absent)} qrels qid(s) of split {split!r} "
                     f"have no topic in {lang!r}: {_examples(absent)}"

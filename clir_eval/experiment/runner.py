@@ -437,6 +437,10 @@ class StudyRunner:
             qrels_copy = runs_root / collection.name / f"qrels.{ref.split}.txt"
             _copy(collection.qrels_path(ref.split), qrels_copy)
             for lang in ref.languages:
+                if not collection.parallel_topics:
+                    # Each language its own queries: its table is evaluated on its own qids' judgements only.
+                    qrels_copy = runs_root / collection.name / lang / f"qrels.{ref.split}.txt"
+                    _write_qrels(collection.qrels(ref.split, lang), qrels_copy)
                 done: dict[str, Path] = {}
                 # hybrid last: it fuses the runs of its components when the study has them
                 for system in sorted(self.config.all_systems, key=lambda s: s == "hybrid"):
@@ -572,6 +576,17 @@ def _copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(target, mode="wb") as handle, source.open("rb") as src:
         shutil.copyfileobj(src, handle)
+
+
+def _write_qrels(qrels: list, target: Path) -> None:
+    """Write ``qrels`` unless ``target`` already holds exactly them (a rerun rewrites nothing)."""
+    from clir_eval.collections.writers import write_qrels
+
+    text = "".join(f"{q.qid} 0 {q.docid} {int(q.relevance)}\n" for q in qrels)
+    if target.is_file() and target.read_text(encoding="utf-8") == text:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_qrels(target, qrels)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -14,13 +14,15 @@ SOURCES = ("xquad-r", "ntrex", "lafand")
 def build_builtin(source: str | os.PathLike, dest_root: str | os.PathLike | None = None) -> dict[str, dict]:
     """Convert ``source/{xquad-r,ntrex,lafand}`` into ``dest_root`` (default: the data root).
 
+    ``lafand/`` gives two outputs: the ``lafand`` bitext and the ``lafand-x`` retrieval collection.
+
     Deterministic: the same sources give byte-identical files. Each output folder is built under a
     temporary name and swapped in whole, so a failed build leaves the previous data untouched.
 
     Returns:
         ``{source name: measured counts}``.
     """
-    from clir_eval.collections.converters import lafand, ntrex, xquad_r
+    from clir_eval.collections.converters import lafand, lafand_x, ntrex, xquad_r
     from clir_eval.collections.registry import data_root
     from clir_eval.io import InputFileError
 
@@ -35,4 +37,5 @@ def build_builtin(source: str | os.PathLike, dest_root: str | os.PathLike | None
         "xquad-r": xquad_r.convert(source / "xquad-r", dest),
         "ntrex": ntrex.convert(source / "ntrex", dest),
         "lafand": lafand.convert(source / "lafand", dest),
+        "lafand-x": lafand_x.convert(source / "lafand", dest),
     }
