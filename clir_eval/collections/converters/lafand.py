@@ -62,6 +62,24 @@ def _citation(readme: Path) -> str:
     return match.group(1).strip() + "\n"
 
 
+def read_pairs(source: Path, folder_code: str, split: str) -> tuple[list[tuple[str, str]], list[Path]]:
+    """``[(african, english), ...]`` of one LAFAND file pair; ``[]`` when the split does not exist."""
+    folder = source / f"en-{folder_code}"
+    en_file, xx_file = folder / f"{split}.en", folder / f"{split}.{folder_code}"
+    if not en_file.is_file():
+        return [], []
+    english, other = read_source_lines(en_file), read_source_lines(xx_file)
+    if len(english) != len(other):
+        raise InputFileError(xx_file, None, f"{len(other)} lines but {en_file.name} has {len(english)}")
+    pairs = []
+    for number, (src, tgt) in enumerate(zip(other, english, strict=True), start=1):
+        src, tgt = one_line(src), one_line(tgt)
+        if not src or not tgt:
+            raise InputFileError(xx_file if not src else en_file, number, "empty sentence")
+        pairs.append((src, tgt))
+    return pairs, [en_file, xx_file]
+
+
 def convert(source: Path, dest_root: Path) -> dict[str, dict[str, dict[str, int]]]:
     """Convert ``source`` (the LAFAND ``data/text_files`` folder) to ``dest_root/collections/lafand``.
 
@@ -77,27 +95,19 @@ def convert(source: Path, dest_root: Path) -> dict[str, dict[str, dict[str, int]
     collection_dir = dest_root / "collections" / NAME
     with atomic_directory(collection_dir) as tmp:
         for folder_code, lang in sorted(LANG_CODES.items(), key=lambda kv: kv[1]):
-            folder = source / f"en-{folder_code}"
             for split in SPLITS:
-                en_file, xx_file = folder / f"{split}.en", folder / f"{split}.{folder_code}"
-                if not en_file.is_file():
+                read, sources = read_pairs(source, folder_code, split)
+                if not sources:
                     continue
-                english, other = read_source_lines(en_file), read_source_lines(xx_file)
-                if len(english) != len(other):
-                    raise InputFileError(xx_file, None, f"{len(other)} lines but {en_file.name} has {len(english)}")
-                pairs = []
-                for number, (src, tgt) in enumerate(zip(other, english, strict=True), start=1):
-                    src, tgt = one_line(src), one_line(tgt)
-                    if not src or not tgt:
-                        raise InputFileError(xx_file if not src else en_file, number, "empty sentence")
-                    pairs.append(BitextPair(src, tgt, lang, TARGET, f"lafand-{lang}-{split}-{number:06d}"))
+                pairs = [BitextPair(src, tgt, lang, TARGET, f"lafand-{lang}-{split}-{number:06d}")
+                         for number, (src, tgt) in enumerate(read, start=1)]
                 write_bitext(tmp / bitext_file_name(lang, split), pairs)
                 files.setdefault(lang, {})[split] = bitext_file_name(lang, split)
                 counts.setdefault(lang, {})[split] = {
                     "pairs": len(pairs),
                     "duplicate_pairs": len(pairs) - len({(p.source, p.target) for p in pairs}),
                 }
-                used += [en_file, xx_file]
+                used += sources
         copy_file(source / "LICENSE", tmp / "LICENSE")
         copy_file(source / "SOURCE_README.md", tmp / "SOURCE_README.md")
         manifest = {

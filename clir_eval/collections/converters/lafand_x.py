@@ -22,13 +22,11 @@ from pathlib import Path
 
 from clir_eval.collections.converters.common import (
     copy_file,
-    one_line,
     provenance,
-    read_source_lines,
     relative,
     write_manifest,
 )
-from clir_eval.collections.converters.lafand import LANG_CODES, _citation
+from clir_eval.collections.converters.lafand import LANG_CODES, _citation, read_pairs
 from clir_eval.collections.leakage import normalize
 from clir_eval.collections.records import Document, Qrel, Topic
 from clir_eval.collections.writers import write_corpus, write_qrels, write_topics
@@ -51,24 +49,6 @@ def docid(key: str) -> str:
 def qid(lang: str, split: str, line: int) -> str:
     """Query id of line ``line`` (1-based) of ``<split>.<xxx>`` of ``lang``."""
     return f"lafand-{lang}-{split}-{line:06d}"
-
-
-def _read_pairs(source: Path, folder_code: str, lang: str, split: str) -> tuple[list[tuple[str, str]], list[Path]]:
-    """``[(african, english), ...]`` of one LAFAND file pair; ``[]`` when the split does not exist."""
-    folder = source / f"en-{folder_code}"
-    en_file, xx_file = folder / f"{split}.en", folder / f"{split}.{folder_code}"
-    if not en_file.is_file():
-        return [], []
-    english, other = read_source_lines(en_file), read_source_lines(xx_file)
-    if len(english) != len(other):
-        raise InputFileError(xx_file, None, f"{len(other)} lines but {en_file.name} has {len(english)}")
-    pairs = []
-    for number, (src, tgt) in enumerate(zip(other, english, strict=True), start=1):
-        src, tgt = one_line(src), one_line(tgt)
-        if not src or not tgt:
-            raise InputFileError(xx_file if not src else en_file, number, "empty sentence")
-        pairs.append((src, tgt))
-    return pairs, [en_file, xx_file]
 
 
 def _overlaps(keys: dict[tuple[str, str], list[str]]) -> dict:
@@ -112,7 +92,7 @@ def convert(source: Path, dest_root: Path) -> dict:
     used: list[Path] = []
     for folder_code, lang in sorted(LANG_CODES.items(), key=lambda kv: kv[1]):
         for split in CORPUS_SPLITS:
-            pairs, files = _read_pairs(source, folder_code, lang, split)
+            pairs, files = read_pairs(source, folder_code, split)
             if pairs:
                 data[lang, split] = pairs
                 used += files
