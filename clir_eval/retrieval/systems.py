@@ -309,15 +309,26 @@ def _oracle_topics(collection: "Collection", split: str) -> list[Topic]:
     return collection.topics(collection.oracle_lang, split)
 
 
-def _bm25_hits(spec: SystemSpec, collection: "Collection", lang: str, topics: list[Topic], split: str,
-               indexes: IndexDirs, hits: int, options: SystemOptions) -> Hits:
-    from clir_eval.retrieval.bm25 import build_lucene_index, search_bm25
+def _bm25_queries(spec: SystemSpec, collection: "Collection", lang: str, topics: list[Topic], split: str,
+                  indexes: IndexDirs, options: SystemOptions) -> list[Any]:
+    """Build (or reuse) the Lucene index and translate the topics: the queries of a BM25 system."""
+    from clir_eval.io import sha256_tree
+    from clir_eval.retrieval.bm25 import build_lucene_index
 
     # The translator first: a missing MT model or translations file fails before the index is built.
     translator = translator_for(spec, collection, lang, split, indexes, options)
-    build_lucene_index(collection.documents(), indexes.lucene)
+    # Keyed by the corpus files' hash: a reused index costs no read of the corpus, a new one reads it once.
+    build_lucene_index(collection.documents(), indexes.lucene, corpus_sha256=sha256_tree(collection.corpus_path))
     queries = translator.translate(topics)
     logger.info("%s: translation %s", spec, translator.describe())
+    return queries
+
+
+def _bm25_hits(spec: SystemSpec, collection: "Collection", lang: str, topics: list[Topic], split: str,
+               indexes: IndexDirs, hits: int, options: SystemOptions) -> Hits:
+    from clir_eval.retrieval.bm25 import search_bm25
+
+    queries = _bm25_queries(spec, collection, lang, topics, split, indexes, options)
     return search_bm25(indexes.lucene, queries, k=hits, config=options.bm25)
 
 
@@ -406,10 +417,21 @@ def run_system(spec: str | SystemSpec, collection: "Collection", lang: str, spli
     from clir_eval.retrieval.runs import write_run
 
     spec = parse_system(spec)
-    found = search_system(spec, collection, lang, split, indexes=indexes, hits=hits, options=options)
     out_path = Path(out_path)
-    write_run(out_path, found, tag=tag or spec.name, depth=hits)
-    logger.info("wrote %s (%s, %s %s %s, %d queries)", out_path, spec, collection.name, lang, split, len(found))
+    if spec.family == "bm25":  # written query by query as Lucene returns them (the same bytes as write_run)
+        from clir_eval.retrieval.bm25 import write_bm25_run
+
+        if hits < 1:
+            raise ValueError(f"hits must be >= 1, got {hits}")
+        topics = collection.topics(lang, split)
+        queries = _bm25_queries(spec, collection, lang, topics, split, indexes, options)
+        write_bm25_run(indexes.lucene, queries, out_path, tag=tag or spec.name, k=hits, config=options.bm25)
+        count = len({t.qid for t in topics} | {q.qid for q in queries})
+    else:
+        found = search_system(spec, collection, lang, split, indexes=indexes, hits=hits, options=options)
+        write_run(out_path, found, tag=tag or spec.name, depth=hits)
+        count = len(found)
+    logger.info("wrote %s (%s, %s %s %s, %d queries)", out_path, spec, collection.name, lang, split, count)
     return out_path
 
 
