@@ -232,10 +232,13 @@ class Bm25Searcher:
             raise ValueError(f"k must be >= 1, got {k}")
         queries = list(queries)
         threads = min(self.config.search_threads, max(1, len(queries)))
-        # Lucene queries are built in this thread (they call methods of per-query Java objects).
+        from jnius import detach
+
+        # Lucene queries are built in this thread (they call methods of per-query Java objects); a worker
+        # thread detaches from the JVM as it ends, as pyjnius asks.
         built = (self._lucene_query(query) for query in queries)
         with progress(description, total=len(queries), unit="queries") as report:
-            for query, hits in zip(queries, _ordered_map(lambda q: self._top(q, k), built, threads)):
+            for query, hits in zip(queries, _ordered_map(lambda q: self._top(q, k), built, threads, detach)):
                 report.advance()
                 yield query.qid, hits
 
@@ -268,10 +271,12 @@ def _check_unique(queries: list[TranslatedQuery]) -> None:
         raise ValueError("duplicate qids in queries")
 
 
-def _ordered_map(function: Callable[[Any], Any], items: Iterable[Any], threads: int) -> Iterator[Any]:
+def _ordered_map(function: Callable[[Any], Any], items: Iterable[Any], threads: int,
+                 thread_exit: Callable[[], Any] | None = None) -> Iterator[Any]:
     """``function(item)`` for each item, yielded in order, computed by ``threads`` threads at most a few
     items ahead of the consumer (the memory of a few queries' hits, not of the run). ``items`` is read in
-    the calling thread, lazily.
+    the calling thread, lazily; a worker's exception is raised in the consumer. Each worker thread calls
+    ``thread_exit`` as it ends.
 
     Useful only where ``function`` spends its time in Java calls, which release the GIL.
     """
@@ -281,8 +286,6 @@ def _ordered_map(function: Callable[[Any], Any], items: Iterable[Any], threads: 
     import itertools
     import queue
     import threading
-
-    from jnius import detach
 
     todo: queue.Queue = queue.Queue()
     done: dict[int, tuple[bool, Any]] = {}
@@ -300,7 +303,8 @@ def _ordered_map(function: Callable[[Any], Any], items: Iterable[Any], threads: 
                     done[index] = result
                     ready.notify_all()
         finally:
-            detach()  # pyjnius: a thread that called Java detaches from the JVM before it ends
+            if thread_exit is not None:
+                thread_exit()
 
     workers = [threading.Thread(target=work, name=f"bm25-search-{n}", daemon=True) for n in range(threads)]
     for worker in workers:
