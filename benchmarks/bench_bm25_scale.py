@@ -8,8 +8,8 @@ LAFAND bitext in ``collections/lafand/*.jsonl.gz``, 3-5 sentences per passage dr
 written as ``corpus.jsonl.gz``. The queries are the 1,327 NTREX sw test topics' English oracle
 (``topics/ntrex/test/en.tsv``, what ``bm25-oracle`` searches), 1,000 hits each, BM25 k1=0.9 b=0.4.
 
-Each step runs in its own child process, which reports its seconds and its peak RSS (``ru_maxrss``, the JVM
-included, as it lives in the same process):
+Each step runs in its own child process, which reports its wall seconds, its peak RSS (``ru_maxrss``, the JVM
+included, as it lives in the same process) and its CPU seconds (user + system, all threads):
 
 * old: ``clir_eval/retrieval/bm25.py`` at ``--against`` (loaded from git): the corpus held in a list to hash
   it, ``add_batch_dict``; ``LuceneSearcher.batch_search`` into ``{qid: [(docid, score)]}``, then
@@ -75,6 +75,13 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB on Linux
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process, all its threads (the JVM's too): steadier than wall time on a
+    shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def queries():
     from clir_eval.collections.readers import read_topics
     from clir_eval.retrieval.translation.base import TranslatedQuery
@@ -83,40 +90,40 @@ def queries():
 
 
 def child(args: argparse.Namespace) -> None:
-    """One step in this process; prints ``{"step": [seconds, peak RSS GB], ...}`` as one JSON line."""
+    """One step in this process; prints ``{"step": [seconds, peak RSS GB, CPU seconds], ...}`` as one JSON line."""
     from clir_eval.collections.readers import read_corpus
 
     report = {}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     if args.child == "old-index":
         old_module(args.against).build_lucene_index(read_corpus(args.corpus), args.index)
-        report["index"] = [time.perf_counter() - started, peak_rss_gb()]
+        report["index"] = [time.perf_counter() - started, peak_rss_gb(), cpu_seconds() - cpu]
     elif args.child == "new-index":
         from clir_eval.io import sha256_tree
         from clir_eval.retrieval.bm25 import build_lucene_index
 
         build_lucene_index(read_corpus(args.corpus), args.index, corpus_sha256=sha256_tree(args.corpus),
                            threads=args.index_threads)
-        report["index"] = [time.perf_counter() - started, peak_rss_gb()]
+        report["index"] = [time.perf_counter() - started, peak_rss_gb(), cpu_seconds() - cpu]
     elif args.child == "old-search":
         from clir_eval.retrieval.runs import write_run
 
         old = old_module(args.against)
         topics = queries()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         hits = old.search_bm25(args.index, topics, k=HITS)
-        report["search"] = [time.perf_counter() - started, peak_rss_gb()]
-        started = time.perf_counter()
+        report["search"] = [time.perf_counter() - started, peak_rss_gb(), cpu_seconds() - cpu]
+        started, cpu = time.perf_counter(), cpu_seconds()
         write_run(args.out, hits, tag="bm25-oracle", depth=HITS)
-        report["write"] = [time.perf_counter() - started, peak_rss_gb()]
+        report["write"] = [time.perf_counter() - started, peak_rss_gb(), cpu_seconds() - cpu]
     elif args.child == "new-search":
         from clir_eval.retrieval.bm25 import Bm25Config, write_bm25_run
 
         topics = queries()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         write_bm25_run(args.index, topics, args.out, tag="bm25-oracle", k=HITS,
                        config=Bm25Config(threads=args.search_threads))
-        report["search+write"] = [time.perf_counter() - started, peak_rss_gb()]
+        report["search+write"] = [time.perf_counter() - started, peak_rss_gb(), cpu_seconds() - cpu]
     print(json.dumps(report))
 
 
@@ -149,7 +156,8 @@ def main() -> None:
         work = args.work or Path(temp)
         print(f"queries: {TOPICS.relative_to(ROOT)} (NTREX sw test topics' English oracle), {HITS} hits; "
               f"old = {args.against}, new = this tree", flush=True)
-        print(f"{'docs':>9} {'step':<14} {'old s':>8} {'old GB':>7} {'new s':>8} {'new GB':>7}", flush=True)
+        print(f"{'docs':>9} {'step':<14} {'old s':>8} {'old GB':>7} {'old cpu':>8} {'new s':>8} {'new GB':>7} "
+              f"{'new cpu':>8}", flush=True)
         for size in args.sizes:
             folder = work / f"passages-{size}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -163,11 +171,12 @@ def main() -> None:
                    **step("old-search", args, index=folder / "lucene-old", out=old_run)}
             new = {**step("new-index", args, corpus=corpus, index=folder / "lucene-new"),
                    **step("new-search", args, index=folder / "lucene-new", out=new_run)}
-            old["search+write"] = [old["search"][0] + old["write"][0], old["write"][1]]
+            old["search+write"] = [old["search"][0] + old["write"][0], old["write"][1],
+                                   old["search"][2] + old["write"][2]]
             for name in ("index", "search", "write", "search+write"):
                 o, n = old.get(name), new.get(name)
-                cells = [f"{o[0]:8.1f} {o[1]:7.2f}" if o else f"{'':8} {'':7}",
-                         f"{n[0]:8.1f} {n[1]:7.2f}" if n else f"{'(one pass)':>8} {'':7}"]
+                cells = [f"{o[0]:8.1f} {o[1]:7.2f} {o[2]:8.1f}" if o else f"{'':8} {'':7} {'':8}",
+                         f"{n[0]:8.1f} {n[1]:7.2f} {n[2]:8.1f}" if n else f"{'(one pass)':>8} {'':7} {'':8}"]
                 print(f"{size:>9,} {name:<14} {cells[0]} {cells[1]}", flush=True)
             same = old_run.read_bytes() == new_run.read_bytes()
             lines = sum(1 for _ in new_run.open("rb"))
