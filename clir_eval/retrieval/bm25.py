@@ -11,6 +11,7 @@ Anserini's default English analyzer; weighted queries (PSQ) are Lucene ``Boolean
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -141,19 +142,12 @@ def _build_lucene_index(docs: Iterable[Document], sha: str, index_dir: Path, for
     with atomic_directory(index_dir) as tmp:
         indexer = LuceneIndexer(str(tmp), threads=threads)
         try:
+            # The JSON Anserini would read from a JsonCollection file: the same Lucene document as
+            # add_batch_dict's JsonCollectionDocument.fromFields, without one JNI call per document.
+            raw = (json.dumps({"id": doc.docid, "contents": document_text(doc)}) for doc in docs)
             with progress(f"Lucene index {index_dir.name}", unit="docs") as report:
-                batch: list[str] = []
-                for doc in docs:
-                    # The JSON Anserini would read from a JsonCollection file: the same Lucene document as
-                    # add_batch_dict's JsonCollectionDocument.fromFields, without one JNI call per document.
-                    # (SimpleIndexer.addRawDocuments is add_batch_raw's call; it returns the count indexed.)
-                    batch.append(json.dumps({"id": doc.docid, "contents": document_text(doc)}))
-                    if len(batch) == INDEX_BATCH:
-                        indexed += indexer.object.addRawDocuments(batch)
-                        read += len(batch)
-                        report.advance(len(batch))
-                        batch = []
-                if batch:
+                while batch := list(itertools.islice(raw, INDEX_BATCH)):
+                    # add_batch_raw's Java call, which also returns how many it indexed
                     indexed += indexer.object.addRawDocuments(batch)
                     read += len(batch)
                     report.advance(len(batch))
@@ -283,7 +277,6 @@ def _ordered_map(function: Callable[[Any], Any], items: Iterable[Any], threads: 
     if threads <= 1:
         yield from map(function, items)
         return
-    import itertools
     import queue
     import threading
 
