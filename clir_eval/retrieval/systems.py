@@ -40,6 +40,7 @@ from clir_eval.retrieval.translation.seq2seq import Seq2SeqConfig
 if TYPE_CHECKING:
     from clir_eval.collections.records import BitextPair
     from clir_eval.collections.registry import Collection
+    from clir_eval.retrieval.translation.base import TranslatedQuery
 
 logger = logging.getLogger(__name__)
 
@@ -310,7 +311,7 @@ def _oracle_topics(collection: "Collection", split: str) -> list[Topic]:
 
 
 def _bm25_queries(spec: SystemSpec, collection: "Collection", lang: str, topics: list[Topic], split: str,
-                  indexes: IndexDirs, options: SystemOptions) -> list[Any]:
+                  indexes: IndexDirs, options: SystemOptions) -> list["TranslatedQuery"]:
     """Build (or reuse) the Lucene index and translate the topics: the queries of a BM25 system."""
     from clir_eval.io import sha256_tree
     from clir_eval.retrieval.bm25 import build_lucene_index
