@@ -474,9 +474,11 @@ def search_command(
     fusion: str = typer.Option("rrf", "--fusion", help="hybrid: rrf | wsum."),
     fuse_sparse: str = typer.Option("bm25-psq", "--fuse-sparse", help="hybrid: the BM25 system."),
     fuse_dense: str = typer.Option("me5-small", "--fuse-dense", help="hybrid: the dense system."),
-    threads: int = typer.Option(1, "--threads", help="Torch and search threads."),
+    threads: int = typer.Option(0, "--threads", help="Search threads (BM25, Faiss) and torch threads; "
+                                                     "0 = the machine's cores (torch: its default)."),
 ) -> None:
     """Write one TREC run of SYSTEM for the LANG topics of a collection (indexes built once and cached)."""
+    import os
     import time
 
     import torch
@@ -491,14 +493,18 @@ def search_command(
         IndexDirs, SystemOptions, default_index_dirs, default_run_path, parse_system, run_system,
     )
 
-    torch.set_num_threads(threads)
+    if threads < 0:
+        _fail([f"--threads must be >= 0 (0 = the machine's cores), got {threads}"])
+    if threads:
+        torch.set_num_threads(threads)
     start = time.perf_counter()
     if out is not None:  # before the collection is read; the default path needs the collection's name
         check_output_path(out)
     spec = parse_system(system)
     coll = load_collection(collection)
     options = SystemOptions(
-        teacher=teacher, bm25=Bm25Config(k1=k1, b=b, threads=threads), search_threads=threads, show_progress=True,
+        teacher=teacher, bm25=Bm25Config(k1=k1, b=b, threads=threads),
+        search_threads=threads or os.cpu_count() or 1, show_progress=True,
         fusion=FusionConfig(method=fusion, sparse=fuse_sparse, dense=fuse_dense),
     )
     indexes = IndexDirs.under(index_dir) if index_dir else default_index_dirs(coll)
@@ -664,20 +670,24 @@ def index_dense(
 def index_lucene(
     collection: str = typer.Option(..., "--collection", "-c", help="Built-in collection name or directory."),
     out: Path = typer.Option(None, "--out", help="Index directory (default: the cache's lucene/)."),
+    threads: int = typer.Option(1, "--threads", help="Indexing threads (the same search results; one keeps "
+                                                     "Lucene's document order equal to the corpus order)."),
 ) -> None:
-    """Index the English corpus with Pyserini's LuceneIndexer (BM25)."""
+    """Index the English corpus with Pyserini's LuceneIndexer (BM25), streaming it once."""
     from rich.console import Console
 
     from clir_eval.collections.registry import load_collection
-    from clir_eval.io import check_output_path
+    from clir_eval.io import check_output_path, sha256_tree
     from clir_eval.retrieval.bm25 import build_lucene_index
     from clir_eval.retrieval.systems import default_index_dirs
 
+    if threads < 1:
+        _fail([f"--threads must be >= 1, got {threads}"])
     if out is not None:  # before the collection is read
         check_output_path(out, directory=True)
     coll = load_collection(collection)
     target = check_output_path(out or default_index_dirs(coll).lucene, directory=True)
-    info = build_lucene_index(coll.documents(), target)
+    info = build_lucene_index(coll.documents(), target, corpus_sha256=sha256_tree(coll.corpus_path), threads=threads)
     Console().print(f"{'reused' if info.reused else 'wrote'} {info.path} ({info.num_docs} documents)", highlight=False)
 
 

@@ -12,6 +12,14 @@ handled here and nowhere else:
   user has none.
 
 Call :func:`ensure_jvm` before importing anything from pyserini.
+
+Threads: pyjnius releases the GIL during a Java call, so Python threads can search Lucene in parallel,
+but it binds an instance method by storing the instance on the method object its class shares
+(``JavaMethod.__get__``). Two threads calling the same method of two *different* instances of one
+class can therefore call the wrong instance. Code that calls Java from several threads calls only
+static methods and methods of instances shared by all the threads (fields are read safely), and
+builds per-item Java objects in one thread; a thread that called Java calls ``jnius.detach()``
+before it ends.
 """
 
 from __future__ import annotations

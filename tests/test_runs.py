@@ -196,3 +196,16 @@ def test_write_run_refuses_unicode_whitespace_in_ids_and_reads_back_a_namedtuple
     write_run(tmp_path / "c.run", {"q": [("a", 2.0), ("b", 1.0)]}, tag="t")
     write_run(tmp_path / "d.run", {"q": {"b": 1.0, "a": 2.0}}, tag="t")
     assert (tmp_path / "b.run").read_bytes() == (tmp_path / "c.run").read_bytes() == (tmp_path / "d.run").read_bytes()
+
+
+def test_a_streamed_run_without_a_single_hit_is_not_written(tmp_path):
+    """The BM25 path writes query by query; a run in which no query has a hit fails and leaves the old file."""
+    from clir_eval.retrieval.runs import write_run_stream
+
+    path = tmp_path / "bm25.run"
+    path.write_text("old\n")
+    with pytest.raises(ValueError, match="no hit"):
+        write_run_stream(path, [("q1", []), ("q2", [])], tag="bm25", empty_error="no hit for any query")
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["bm25.run"]
+    assert write_run_stream(path, [("q1", []), ("q2", [("d1", 1.0)])], tag="bm25", empty_error="no hit") == 2
+    assert path.read_text() == "q2 Q0 d1 1 1.0 bm25\n"

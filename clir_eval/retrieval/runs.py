@@ -108,22 +108,71 @@ def write_run(path: str | os.PathLike, run: Mapping[str, Hits], tag: str, depth:
         depth: keep only the best ``depth`` hits per query (``None``: all).
     """
     check_tag(tag)
-    if depth is not None and depth < 1:
-        raise ValueError(f"depth must be >= 1 or None, got {depth}")
+    _check_depth(depth)
     for qid in run:
-        if not isinstance(qid, str):
-            raise TypeError(f"qid {qid!r} is {type(qid).__name__}, ids must be str")
-        if not qid or has_whitespace(qid):
-            raise ValueError(f"qid {qid!r} is empty or contains whitespace")
+        check_qid(qid)
     with atomic_write(path) as handle:
         for qid in sorted(run):
-            ranked = sort_hits(_as_pairs(qid, run[qid]))
-            if depth is not None:
-                ranked = ranked[:depth]
-            handle.writelines(
-                f"{qid} Q0 {docid} {rank} {format_score(score)} {tag}\n"
-                for rank, (docid, score) in enumerate(ranked, start=1)
-            )
+            handle.write(query_lines(qid, run[qid], tag, depth))
+
+
+def check_qid(qid: str) -> str:
+    """``qid`` if it can be a run's first column: a non-empty ``str`` without whitespace."""
+    if not isinstance(qid, str):
+        raise TypeError(f"qid {qid!r} is {type(qid).__name__}, ids must be str")
+    if not qid or has_whitespace(qid):
+        raise ValueError(f"qid {qid!r} is empty or contains whitespace")
+    return qid
+
+
+def _check_depth(depth: int | None) -> None:
+    if depth is not None and depth < 1:
+        raise ValueError(f"depth must be >= 1 or None, got {depth}")
+
+
+def query_lines(qid: str, hits: Hits, tag: str, depth: int | None = None) -> str:
+    """The lines :func:`write_run` writes for one query: hits in :func:`sort_hits` order, ranks 1..n."""
+    ranked = sort_hits(_as_pairs(qid, hits))
+    if depth is not None:
+        ranked = ranked[:depth]
+    return "".join(f"{qid} Q0 {docid} {rank} {format_score(score)} {tag}\n"
+                   for rank, (docid, score) in enumerate(ranked, start=1))
+
+
+def write_run_stream(path: str | os.PathLike, queries: Iterable[tuple[str, Hits]], tag: str,
+                     depth: int | None = None, empty_error: str | None = None) -> int:
+    """Write ``(qid, hits)`` pairs given in increasing qid order as :func:`write_run` would write the dict
+    of them (the same bytes), holding one query at a time.
+
+    Args:
+        empty_error: when given, a run in which no query has a hit is not written: ``ValueError(empty_error)``
+            (an existing file at ``path`` is left as it was).
+
+    Returns:
+        The number of queries written (those without hits write no line, as in :func:`write_run`).
+
+    Raises:
+        ValueError: a qid that is not greater than the one before (out of order or repeated); an empty run
+            with ``empty_error``.
+    """
+    check_tag(tag)
+    _check_depth(depth)
+    count = 0
+    answered = False
+    previous: str | None = None
+    with atomic_write(path) as handle:
+        for qid, hits in queries:
+            check_qid(qid)
+            if previous is not None and qid <= previous:
+                raise ValueError(f"qid {qid!r} after {previous!r}: queries must come in increasing qid order, once each")
+            previous = qid
+            lines = query_lines(qid, hits, tag, depth)
+            handle.write(lines)
+            count += 1
+            answered = answered or bool(lines)
+        if empty_error is not None and count and not answered:
+            raise ValueError(empty_error)
+    return count
 
 
 def read_run_file(path: str | os.PathLike) -> RunFile:

@@ -40,6 +40,7 @@ from clir_eval.retrieval.translation.seq2seq import Seq2SeqConfig
 if TYPE_CHECKING:
     from clir_eval.collections.records import BitextPair
     from clir_eval.collections.registry import Collection
+    from clir_eval.retrieval.translation.base import TranslatedQuery
 
 logger = logging.getLogger(__name__)
 
@@ -309,15 +310,26 @@ def _oracle_topics(collection: "Collection", split: str) -> list[Topic]:
     return collection.topics(collection.oracle_lang, split)
 
 
-def _bm25_hits(spec: SystemSpec, collection: "Collection", lang: str, topics: list[Topic], split: str,
-               indexes: IndexDirs, hits: int, options: SystemOptions) -> Hits:
-    from clir_eval.retrieval.bm25 import build_lucene_index, search_bm25
+def _bm25_queries(spec: SystemSpec, collection: "Collection", lang: str, topics: list[Topic], split: str,
+                  indexes: IndexDirs, options: SystemOptions) -> list["TranslatedQuery"]:
+    """Build (or reuse) the Lucene index and translate the topics: the queries of a BM25 system."""
+    from clir_eval.io import sha256_tree
+    from clir_eval.retrieval.bm25 import build_lucene_index
 
     # The translator first: a missing MT model or translations file fails before the index is built.
     translator = translator_for(spec, collection, lang, split, indexes, options)
-    build_lucene_index(collection.documents(), indexes.lucene)
+    # Keyed by the corpus files' hash: a reused index costs no read of the corpus, a new one reads it once.
+    build_lucene_index(collection.documents(), indexes.lucene, corpus_sha256=sha256_tree(collection.corpus_path))
     queries = translator.translate(topics)
     logger.info("%s: translation %s", spec, translator.describe())
+    return queries
+
+
+def _bm25_hits(spec: SystemSpec, collection: "Collection", lang: str, topics: list[Topic], split: str,
+               indexes: IndexDirs, hits: int, options: SystemOptions) -> Hits:
+    from clir_eval.retrieval.bm25 import search_bm25
+
+    queries = _bm25_queries(spec, collection, lang, topics, split, indexes, options)
     return search_bm25(indexes.lucene, queries, k=hits, config=options.bm25)
 
 
@@ -410,15 +422,29 @@ def run_system(spec: str | SystemSpec, collection: "Collection", lang: str, spli
     from clir_eval.retrieval.runs import write_run
 
     spec = parse_system(spec)
-    found = search_system(spec, collection, lang, split, indexes=indexes, hits=hits, options=options)
     out_path = Path(out_path)
-    if found and not any(found.values()):
+    def empty(count: int) -> str:
         # An empty run would evaluate as a score of 0 for every query, a number that looks like a result.
-        raise ValueError(f"{spec.name} found no hit for any of the {len(found)} {collection.name} {lang} {split} "
-                         f"queries; {out_path} was not written (an empty index, or a model whose embeddings are "
-                         "not finite?)")
-    write_run(out_path, found, tag=tag or spec.name, depth=hits)
-    logger.info("wrote %s (%s, %s %s %s, %d queries)", out_path, spec, collection.name, lang, split, len(found))
+        return (f"{spec.name} found no hit for any of the {count} {collection.name} {lang} {split} queries; "
+                f"{out_path} was not written (an empty index, or a model whose embeddings are not finite?)")
+
+    if spec.family == "bm25":  # written query by query as Lucene returns them (the same bytes as write_run)
+        from clir_eval.retrieval.bm25 import write_bm25_run
+
+        if hits < 1:
+            raise ValueError(f"hits must be >= 1, got {hits}")
+        topics = collection.topics(lang, split)
+        queries = _bm25_queries(spec, collection, lang, topics, split, indexes, options)
+        count = len({t.qid for t in topics} | {q.qid for q in queries})
+        write_bm25_run(indexes.lucene, queries, out_path, tag=tag or spec.name, k=hits, config=options.bm25,
+                       empty_error=empty(count))
+    else:
+        found = search_system(spec, collection, lang, split, indexes=indexes, hits=hits, options=options)
+        if found and not any(found.values()):
+            raise ValueError(empty(len(found)))
+        write_run(out_path, found, tag=tag or spec.name, depth=hits)
+        count = len(found)
+    logger.info("wrote %s (%s, %s %s %s, %d queries)", out_path, spec, collection.name, lang, split, count)
     return out_path
 
 
