@@ -204,7 +204,8 @@ class DistillResult:
         stopped_early: early stopping ended the run (the best weights were saved).
         loss_stats: one dict per evaluation point (every ``eval_every`` steps and the last, with or without dev
             pairs): the step and the mean of each of the loss's stats over the training batches since the
-            previous one (for OT: ``ot_plan_entropy``, ``ot_plan_row_max``); empty for losses without stats.
+            previous one (the main process's batches; for OT: ``ot_plan_entropy``, ``ot_plan_row_max``); empty for
+            losses without stats.
     """
 
     student_dir: Path
