@@ -12,6 +12,7 @@ from clir_eval.distill.losses import (
     DistillBatch,
     KDLoss,
     LossOptions,
+    Needs,
     OTLoss,
     build_loss,
     cosine_cost,
@@ -429,3 +430,42 @@ def test_english_through_the_student_teaches_it_the_teachers_english_space():
     (foreign_plain, english_plain), (foreign_both, english_both) = trained_mrr(False), trained_mrr(True)
     assert english_both > english_plain + 0.3, (english_plain, english_both)
     assert english_plain < 0.2 and foreign_both > 0.3 and foreign_plain > 0.5, (foreign_plain, foreign_both)
+
+
+def test_a_sharp_plan_has_lower_entropy_and_a_higher_row_max_than_a_diffuse_one():
+    """Through OTLoss.compute on tensors: tokens with clear nearest neighbours (the teacher's tokens are a
+    permutation of the student's plus noise) give a sharp plan at small epsilon and a diffuse one at large."""
+    from clir_eval.distill.losses import PLAN_ENTROPY, PLAN_ROW_MAX, Encoded, plan_sharpness
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, 16, generator=gen)
+    y = x[:, torch.randperm(7, generator=gen)] + 0.1 * torch.randn(3, 7, 16, generator=gen)
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[1, 5:] = 0  # a shorter student sentence: its padding takes no part
+    encoded = Encoded(student={"token_embeddings": x, "attention_mask": mask},
+                      teacher={"token_embeddings": y, "attention_mask": torch.ones(3, 7, dtype=torch.long)})
+    stats = {}
+    for epsilon in (0.005, 1.0):
+        result = OTLoss(epsilon=epsilon, max_iter=5000, tol=1e-6).compute(encoded)
+        assert set(result.stats) == {PLAN_ENTROPY, PLAN_ROW_MAX} and result.diagnostics == {"sinkhorn_unconverged": 0}
+        stats[epsilon] = result.stats
+    assert stats[0.005][PLAN_ENTROPY] < 0.2 < 0.9 < stats[1.0][PLAN_ENTROPY] <= 1.0
+    assert stats[1.0][PLAN_ROW_MAX] < 0.3 < 0.9 < stats[0.005][PLAN_ROW_MAX] <= 1.0
+    exact = OTLoss(solver="emd").compute(encoded).stats
+    assert exact[PLAN_ROW_MAX] > stats[0.005][PLAN_ROW_MAX] - 1e-6 and "sinkhorn_unconverged" not in \
+        OTLoss(solver="emd").compute(encoded).diagnostics
+    # By hand: a one-hot row has entropy 0 and maximum 1; a uniform row over 4 columns entropy 1 and maximum 1/4.
+    plan = torch.tensor([[[0.5, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.5], [9.0, 9.0, 9.0, 9.0]],
+                         [[0.125, 0.125, 0.125, 0.125], [0.125, 0.125, 0.125, 0.125], [0.0, 0.0, 0.0, 0.0]]])
+    sharp = plan_sharpness(plan, torch.tensor([[True, True, False], [True, True, False]]),
+                           torch.ones(2, 4, dtype=torch.bool))
+    assert math.isclose(sharp.entropy, 0.5, abs_tol=1e-12) and math.isclose(sharp.row_max, 0.625, abs_tol=1e-12)
+
+
+def test_a_combined_loss_passes_the_ot_stats_on(pair):
+    student, teacher = pair
+    match_dimensions(student, teacher, seed=0)
+    result = build_loss("kd+ot", LossOptions(ot_epsilon=0.1)).compute(
+        encode_batch(student, teacher, _batch(student, teacher), build_loss("kd+ot").needs()))
+    assert set(result.stats) == {"ot_plan_entropy", "ot_plan_row_max"}
+    assert build_loss("kd").compute(encode_batch(student, teacher, _batch(student, teacher), Needs())).stats == {}

@@ -109,3 +109,40 @@ def test_nonconvergence_warns_and_bad_input_raises(caplog):
         sinkhorn(cost, epsilon=0.1, mask_a=torch.zeros(1, 6, dtype=torch.bool))
     with pytest.raises(ValueError, match="shape"):
         sinkhorn(cost[0], epsilon=0.1)
+
+
+@pytest.mark.parametrize("epsilon", [0.01, 0.005])
+def test_sharp_plans_at_the_loss_cost_scale_match_pot(epsilon):
+    """eps 0.01 and 0.005 on costs in [0, 2] (the loss's 1 - cos scale): plans and values as POT's log-domain
+    solver to 1e-4, in float64 and in float32 (the training dtype)."""
+    gen = torch.Generator().manual_seed(5)
+    cost = 2.0 * torch.rand(4, 11, 8, generator=gen, dtype=torch.float64)
+    a = torch.rand(4, 11, generator=gen, dtype=torch.float64) + 0.1
+    b = torch.rand(4, 8, generator=gen, dtype=torch.float64) + 0.1
+    a, b = a / a.sum(1, keepdim=True), b / b.sum(1, keepdim=True)
+    for dtype in (torch.float64, torch.float32):
+        result = sinkhorn(cost.to(dtype), a.to(dtype), b.to(dtype), epsilon=epsilon, max_iter=50_000,
+                          tol=1e-10 if dtype == torch.float64 else 1e-6)
+        assert result.converged and torch.isfinite(result.plan).all()
+        for k in range(cost.shape[0]):
+            ref = ot.solve(cost[k].numpy(), a[k].numpy(), b[k].numpy(), reg=epsilon, method="sinkhorn_log",
+                           max_iter=500_000, tol=1e-13)
+            value = float(ref.value_linear)
+            assert abs(float(result.value[k]) - value) <= 1e-4 * value, (dtype, k, float(result.value[k]), value)
+            np.testing.assert_allclose(result.plan[k].double().numpy(), ref.plan, atol=1e-4 if dtype == torch.float32
+                                       else 1e-8)
+    uniform = sinkhorn(cost[:1], epsilon=epsilon, max_iter=50_000, tol=1e-11)
+    reference = ot.sinkhorn2(np.full(11, 1 / 11), np.full(8, 1 / 8), cost[0].numpy(), epsilon, method="sinkhorn_log",
+                             stopThr=1e-13, numItermax=500_000)
+    assert abs(float(uniform.value[0]) - float(reference)) <= 1e-4 * float(reference)
+
+
+def test_sharp_plans_need_more_iterations_than_the_loss_default_and_warn_without_them(caplog):
+    """On token-like costs (lengths up to 64, float32) eps 0.005 does not reach ot_tol = 1e-4 in the default
+    ot_max_iter = 100: the plan stays finite and the solver warns; 3,000 iterations reach it."""
+    cost, mask_a, mask_b = _token_costs(0, [20, 33, 48, 64], [22, 30, 50, 64], dim=64)
+    with caplog.at_level("WARNING", logger="clir_eval.distill.sinkhorn"):
+        short = sinkhorn(cost.float(), epsilon=0.005, mask_a=mask_a, mask_b=mask_b, max_iter=100, tol=1e-4)
+    assert not short.converged and torch.isfinite(short.plan).all() and "epsilon=0.005" in caplog.text
+    long = sinkhorn(cost.float(), epsilon=0.005, mask_a=mask_a, mask_b=mask_b, max_iter=3000, tol=1e-4)
+    assert long.converged and long.marginal_error < 1e-4 and torch.isfinite(long.plan).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import socket
 import subprocess
@@ -463,6 +464,31 @@ def test_the_trainer_logs_the_loss_parts_and_counts_unconverged_sinkhorn(tiny_be
     assert set(result.history[0]) == {"step", "train_loss", "dev_accuracy", "dev_loss"}  # training_args unchanged
 
 
+def test_the_trainer_records_how_sharp_the_ot_plans_are(tiny_bert_dir, tmp_path, caplog):
+    """Each evaluation point logs and records the mean normalised entropy and row maximum of the OT plans over
+    the training batches since the previous one (also without dev pairs); the exact solver trains as well, and
+    a loss without stats leaves training_args.json as it was."""
+    import logging
+
+    fields = {"step", "ot_plan_entropy", "ot_plan_row_max"}
+    config = _config(tiny_bert_dir, tiny_bert_dir, method="kd+ot", max_steps=2, eval_every=1, checkpoint_every=0)
+    with caplog.at_level(logging.INFO, logger="clir_eval.distill.trainer"):
+        result = distill(config, TRAIN, DEV, tmp_path / "s", show_progress=False)
+    assert [set(r) for r in result.loss_stats] == [fields, fields] and [r["step"] for r in result.loss_stats] == [1, 2]
+    assert all(0.0 <= r["ot_plan_entropy"] <= 1.0 and 0.0 < r["ot_plan_row_max"] <= 1.0 for r in result.loss_stats)
+    assert json.loads(result.training_args.read_text())["loss_stats"] == list(result.loss_stats)
+    assert any(r.getMessage().startswith("step 2: ot_plan_entropy ") for r in caplog.records)
+    assert set(result.history[0]) == {"step", "train_loss", "dev_accuracy", "dev_loss"}  # the history as it was
+    exact = distill(dataclasses.replace(config, loss=dataclasses.replace(config.loss, ot_solver="emd")), TRAIN, [],
+                    tmp_path / "emd", show_progress=False)
+    assert [set(r) for r in exact.loss_stats] == [fields, fields] and exact.history == ()
+    assert exact.loss_stats[-1]["ot_plan_row_max"] > result.loss_stats[-1]["ot_plan_row_max"]  # exact: sharper
+    a, b = _weights(result.student_dir), _weights(exact.student_dir)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # another plan, another gradient
+    kd = distill(dataclasses.replace(config, method="kd"), TRAIN, DEV, tmp_path / "kd", show_progress=False)
+    assert kd.loss_stats == () and "loss_stats" not in json.loads(kd.training_args.read_text())
+
+
 def test_train_state_keeps_the_running_parts_across_a_resume():
     from clir_eval.distill.checkpoints import TrainState
 
@@ -473,9 +499,24 @@ def test_train_state_keeps_the_running_parts_across_a_resume():
     resumed.load_state_dict(state.state_dict())
     assert resumed.take_loss() == state.take_loss() == (4.0, {"kd": 1.5, "ot": 2.5})
     assert state.take_loss() == (0.0, {})
-    old = {k: v for k, v in TrainState(running=2.0, running_n=1).state_dict().items() if k != "running_parts"}
-    resumed.load_state_dict(old)  # a checkpoint written before the parts were kept
-    assert resumed.take_loss() == (2.0, {})
+    old = {k: v for k, v in TrainState(running=2.0, running_n=1).state_dict().items()
+           if k not in ("running_parts", "running_stats", "stats_history")}
+    resumed.load_state_dict(old)  # a checkpoint written before the parts (and the stats) were kept
+    assert resumed.take_loss() == (2.0, {}) and resumed.take_stats() == {} and resumed.stats_history == []
+
+
+def test_train_state_keeps_the_running_stats_and_their_record_across_a_resume():
+    from clir_eval.distill.checkpoints import TrainState
+
+    state = TrainState(stats_history=[{"step": 1, "ot_plan_entropy": 0.5}])
+    state.add_stats({"ot_plan_entropy": 0.2, "ot_plan_row_max": 0.8})
+    state.add_stats({"ot_plan_entropy": 0.4, "ot_plan_row_max": 0.6})
+    resumed = TrainState()
+    resumed.load_state_dict(state.state_dict())
+    assert resumed.stats_history == state.stats_history
+    taken = resumed.take_stats()
+    assert taken.keys() == {"ot_plan_entropy", "ot_plan_row_max"} and math.isclose(taken["ot_plan_entropy"], 0.3)
+    assert math.isclose(taken["ot_plan_row_max"], 0.7) and resumed.take_stats() == {}
 
 
 def test_negative_bank_draws_outside_the_batch_alike_on_every_process_and_masks_repeats():

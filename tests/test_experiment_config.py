@@ -1,5 +1,6 @@
 """Study configs: the shipped ones load, bad ones fail naming the key, sweeps expand, sweep analysis plots."""
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +46,8 @@ systems: [teacher]
         ("sweep: {base: {}, axes: {size: [1, 2]}}\n", r"unknown sweep axis 'size'"),
         ("evaluation: {alpha: 2}\n", r"evaluation: alpha must be in \(0, 1\)"),
         ("evaluation: {family: query}\n", r"evaluation\.family: must be one of \['table', 'metric'\]"),
+        ("students: [{name: a, method: kd+ot, options: {loss: {ot_solver: exact}}}]\n",
+         r"students\[0\]\.options\.loss: ot_solver must be one of \['sinkhorn', 'emd'\], got 'exact'"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, extra, message):
@@ -164,3 +167,27 @@ def test_low_resource_studies_train_every_method_on_one_budget_and_evaluate_14_l
         source = next(((s, split) for s, split in config.psq_bitext if split in available[s].get(lang, ())), None)
         assert source == (("lafand", "train") if lang in trained else ("lafand", "dev")), lang
     assert config.leakage == "drop"
+
+
+def test_the_ot_variants_dev_round_changes_only_ots_plan_of_the_default_kd_ot():
+    """configs/dev/ot-variants.yaml (validated by loading, not run): sharper epsilons and the exact plan, each on
+    the shipped KD + OT's budget and settings, on NTREX dev."""
+    from clir_eval.distill.losses import LossOptions
+    from clir_eval.distill.trainer import DistillConfig
+
+    root = Path(__file__).parents[1] / "configs"
+    config = load_config(root / "dev" / "ot-variants.yaml")
+    shipped = {s.name: s for s in load_config(root / "default.yaml").students}["kd+ot"]
+    (ref,) = config.collections
+    assert ref.name == "ntrex" and ref.split == "dev"
+    students = {s.name: s for s in config.students}
+    changes = {"kd+ot": {}, "kd+ot-eps0.01": {"ot_epsilon": 0.01, "ot_max_iter": 2000},
+               "kd+ot-eps0.005": {"ot_epsilon": 0.005, "ot_max_iter": 4000}, "kd+ot-emd": {"ot_solver": "emd"}}
+    for name, change in changes.items():
+        spec = students[name]
+        assert dataclasses.replace(spec, name=shipped.name, options={}) == dataclasses.replace(shipped, options={})
+        assert {k: v for k, v in spec.options.items() if k != "loss"} == \
+            {k: v for k, v in shipped.options.items() if k != "loss"}
+        assert spec.options["loss"] == {**shipped.options["loss"], **change}
+        loss = LossOptions.from_dict(spec.options["loss"])  # what the trainer would be given
+        DistillConfig(method=spec.method, student="s", loss=loss)

@@ -31,14 +31,17 @@ class CheckpointError(ValueError):
 
 @dataclass
 class TrainState:
-    """The loop's counters, running loss (total and per named part), dev history and early-stopping state
-    (everything a resume restores)."""
+    """The loop's counters, running loss (total and per named part), the loss's running stats and their record,
+    dev history and early-stopping state (everything a resume restores)."""
 
     step: int = 0
     micro: int = 0
     running: float = 0.0
     running_n: int = 0
     running_parts: dict[str, float] = field(default_factory=dict)
+    running_stats: dict[str, tuple[float, int]] = field(default_factory=dict)  # name -> (sum, batches)
+    # One dict per evaluation point: the step and each stat's mean since the previous one (``LossResult.stats``).
+    stats_history: list[dict[str, float]] = field(default_factory=list)
     best_accuracy: float = -1.0
     bad_evals: int = 0
     best_state: dict[str, Any] | None = None
@@ -47,7 +50,8 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "micro": self.micro, "running": (self.running, self.running_n),
-                "running_parts": dict(self.running_parts),
+                "running_parts": dict(self.running_parts), "running_stats": dict(self.running_stats),
+                "stats_history": list(self.stats_history),
                 "best_accuracy": self.best_accuracy, "bad_evals": self.bad_evals, "best_state": self.best_state,
                 "history": list(self.history), "stopped_early": self.stopped_early}
 
@@ -55,6 +59,8 @@ class TrainState:
         self.step, self.micro = state["step"], state["micro"]
         self.running, self.running_n = state["running"]
         self.running_parts = dict(state.get("running_parts", {}))  # absent from checkpoints of older versions
+        self.running_stats = {k: tuple(v) for k, v in state.get("running_stats", {}).items()}  # likewise
+        self.stats_history = list(state.get("stats_history", []))
         self.best_accuracy, self.bad_evals, self.best_state = state["best_accuracy"], state["bad_evals"], \
             state["best_state"]
         self.history, self.stopped_early = list(state["history"]), state["stopped_early"]
@@ -65,6 +71,18 @@ class TrainState:
         self.running_n += 1
         for name, value in parts.items():
             self.running_parts[name] = self.running_parts.get(name, 0.0) + value
+
+    def add_stats(self, stats: dict[str, float]) -> None:
+        """Count one micro-batch's stats (``LossResult.stats``)."""
+        for name, value in stats.items():
+            total, n = self.running_stats.get(name, (0.0, 0))
+            self.running_stats[name] = (total + value, n + 1)
+
+    def take_stats(self) -> dict[str, float]:
+        """Mean of each stat since the last call, then reset."""
+        means = {name: total / n for name, (total, n) in self.running_stats.items() if n}
+        self.running_stats = {}
+        return means
 
     def take_loss(self) -> tuple[float, dict[str, float]]:
         """Mean training loss and mean of each part since the last call (the dev evaluations' ``train_loss``),

@@ -202,6 +202,10 @@ class DistillResult:
             sentences, teacher embeddings) and ``dev_loss``; empty without dev pairs.
         history: one dict per evaluation (step, train_loss, dev metrics).
         stopped_early: early stopping ended the run (the best weights were saved).
+        loss_stats: one dict per evaluation point (every ``eval_every`` steps and the last, with or without dev
+            pairs): the step and the mean of each of the loss's stats over the training batches since the
+            previous one (the main process's batches; for OT: ``ot_plan_entropy``, ``ot_plan_row_max``); empty for
+            losses without stats.
     """
 
     student_dir: Path
@@ -215,6 +219,7 @@ class DistillResult:
     dev_metrics: dict[str, float]
     history: tuple[dict[str, float], ...]
     stopped_early: bool
+    loss_stats: tuple[dict[str, float], ...] = ()
 
 
 # ---- the student's start ------------------------------------------------------------------------------------
@@ -460,7 +465,10 @@ class _Training:
             while state.step < self.total_steps and not state.stopped_early:
                 self.step()
                 last = state.step == self.total_steps
-                if self.dev is not None and ((config.eval_every and state.step % config.eval_every == 0) or last):
+                at_evaluation = bool(config.eval_every and state.step % config.eval_every == 0) or last
+                if at_evaluation:
+                    self.record_stats()
+                if self.dev is not None and at_evaluation:
                     self.evaluate()
                 if (config.checkpoint_every and state.step % config.checkpoint_every == 0) or last \
                         or state.stopped_early:
@@ -487,6 +495,7 @@ class _Training:
                 accelerator.backward(loss / config.grad_accumulation)
             state.add_loss(float(loss.detach()), {name: float(p.detach()) for name, p in result.parts.items()})
             self.diagnostics.update(result.diagnostics)
+            state.add_stats(result.stats)
             state.micro += 1
         if config.max_grad_norm:
             accelerator.clip_grad_norm_(self.params, config.max_grad_norm)
@@ -523,6 +532,16 @@ class _Training:
             f"training diverged at step {state.step}: the optimizer step left non-finite weights (nan or inf), "
             f"first in {first} (training loss {loss:.4g}, lr {self.config.lr}); training stopped and no student "
             "was written. Lower lr, or clip gradients with max_grad_norm")
+
+    def record_stats(self) -> None:
+        """The loss's stats since the last evaluation point (e.g. how sharp the OT plans are) into their record
+        and the log."""
+        state = self.state
+        stats = state.take_stats()
+        if not stats:
+            return
+        state.stats_history.append({"step": state.step, **stats})
+        logger.info("step %d: %s", state.step, ", ".join(f"{name} {value:.4f}" for name, value in stats.items()))
 
     def evaluate(self) -> None:
         """Dev metrics into the history and the log, then the early-stopping bookkeeping."""
@@ -687,13 +706,16 @@ def distill(
         steps=state.step, resumed_from=resumed_from, pairs_seen=training.pairs_seen, seconds=training.seconds,
         pairs_per_second=training.pairs_seen / training.seconds if training.seconds else 0.0,
         dev_metrics=training.dev_metrics(), history=tuple(state.history), stopped_early=state.stopped_early,
+        loss_stats=tuple(state.stats_history),
     )
 
 
 def _training_args(training: _Training, start_info: dict[str, float], train_pairs: Sequence[BitextPair],
                    dev_pairs: Sequence[BitextPair]) -> dict[str, Any]:
-    """The saved student's ``training_args.json``: config, loss, start, data hashes, history, versions."""
+    """The saved student's ``training_args.json``: config, loss, start, data hashes, history, loss stats, versions."""
     config, state, loss_fn = training.config, training.state, training.loss_fn
+    # Only losses with stats add the key, so the others' training_args keep their shape.
+    stats = {"loss_stats": state.stats_history} if state.stats_history else {}
     return {
         "config": config.to_dict(),
         "loss": {"method": config.method, "class": type(loss_fn).__name__, **loss_fn.get_config_dict()},
@@ -702,7 +724,7 @@ def _training_args(training: _Training, start_info: dict[str, float], train_pair
                  "dev_pairs": len(dev_pairs), "dev_sha256": bitext_sha256(dev_pairs),
                  "languages": sorted({f"{p.source_lang}-{p.target_lang}" for p in train_pairs})},
         "steps": state.step, "processes": training.accelerator.num_processes, "dev_metrics": training.dev_metrics(),
-        "history": state.history, "stopped_early": state.stopped_early, "versions": _versions(),
+        "history": state.history, "stopped_early": state.stopped_early, **stats, "versions": _versions(),
     }
 
 

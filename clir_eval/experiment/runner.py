@@ -34,7 +34,7 @@ STEP_VERSION = 1
 # Loss options added after students were cached whose default trains as before: left out of a student's key while
 # at their default, so that adding an option does not discard every trained student. Changing such a default must
 # bump STEP_VERSION.
-KEYED_WHEN_SET = frozenset({"contrastive_english_through_student"})
+KEYED_WHEN_SET = frozenset({"contrastive_english_through_student", "ot_solver"})
 MARGINS_FILE = "margins.tsv"
 MANIFEST = "manifest.json"
 RUNS_DIR = "runs"

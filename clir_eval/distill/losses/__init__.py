@@ -32,13 +32,17 @@ from clir_eval.distill.losses.base import (
 from clir_eval.distill.losses.combined import CombinedLoss
 from clir_eval.distill.losses.contrastive import ContrastiveLoss, gather_batch_negatives, info_nce_from_embeddings
 from clir_eval.distill.losses.kd import KD_DISTANCE_FUNCTIONS, KDLoss, kd_cosine_from_embeddings, kd_from_embeddings
-from clir_eval.distill.losses.options import KD_DISTANCES, OT_COST_NAMES, OT_MARGINALS, LossOptions
+from clir_eval.distill.losses.options import KD_DISTANCES, OT_COST_NAMES, OT_MARGINALS, OT_SOLVERS, LossOptions
 from clir_eval.distill.losses.ot import (
     OT_COSTS,
+    PLAN_ENTROPY,
+    PLAN_ROW_MAX,
     SINKHORN_UNCONVERGED,
     OTLoss,
+    PlanSharpness,
     cosine_cost,
     ot_from_cost,
+    plan_sharpness,
     pooled_share,
     real_token_mask,
     sqeuclidean_cost,
@@ -46,11 +50,11 @@ from clir_eval.distill.losses.ot import (
 
 __all__ = [
     "KD_DISTANCES", "KD_DISTANCE_FUNCTIONS", "LOSS_METHODS", "LOSS_PARTS", "OT_COSTS", "OT_COST_NAMES",
-    "OT_MARGINALS", "SINKHORN_UNCONVERGED", "CombinedLoss", "ContrastiveLoss", "DistillBatch", "DistillLoss",
-    "Encoded", "Features", "KDLoss", "LossOptions", "LossResult", "Needs", "OTLoss", "build_loss", "cosine_cost",
-    "encode_batch", "gather_batch_negatives", "info_nce_from_embeddings", "kd_cosine_from_embeddings",
-    "kd_from_embeddings", "match_dimensions", "ot_from_cost", "pooled_share", "real_token_mask",
-    "sqeuclidean_cost", "teacher_outputs",
+    "OT_MARGINALS", "OT_SOLVERS", "PLAN_ENTROPY", "PLAN_ROW_MAX", "SINKHORN_UNCONVERGED", "CombinedLoss",
+    "ContrastiveLoss", "DistillBatch", "DistillLoss", "Encoded", "Features", "KDLoss", "LossOptions", "LossResult",
+    "Needs", "OTLoss", "PlanSharpness", "build_loss", "cosine_cost", "encode_batch", "gather_batch_negatives",
+    "info_nce_from_embeddings", "kd_cosine_from_embeddings", "kd_from_embeddings", "match_dimensions",
+    "ot_from_cost", "plan_sharpness", "pooled_share", "real_token_mask", "sqeuclidean_cost", "teacher_outputs",
 ]
 
 
@@ -62,7 +66,7 @@ def _ot(options: LossOptions) -> DistillLoss:
     return OTLoss(epsilon=options.ot_epsilon, max_iter=options.ot_max_iter, tol=options.ot_tol,
                   student_layer=options.ot_student_layer, teacher_layer=options.ot_teacher_layer,
                   include_special=options.ot_include_special, tau=options.ot_tau, cost=options.ot_cost,
-                  marginals=options.ot_marginals)
+                  marginals=options.ot_marginals, solver=options.ot_solver)
 
 
 def _contrastive(options: LossOptions) -> DistillLoss:

@@ -73,10 +73,14 @@ class LossResult:
             ``name``; a combined loss: each part times its weight), so the loss is their sum (:meth:`total`).
         diagnostics: name -> count over this batch, not part of the loss, that the trainer adds up and reports
             (e.g. ``sinkhorn_unconverged``: Sinkhorn stopped at ``ot_max_iter`` before ``ot_tol``).
+        stats: name -> a statistic of this batch, not part of the loss, that the trainer averages over the batches
+            between two evaluations and records (e.g. ``ot_plan_entropy``, ``ot_plan_row_max``: how sharp the OT
+            plans are).
     """
 
     parts: dict[str, torch.Tensor]
     diagnostics: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
 
     def total(self) -> torch.Tensor:
         """The loss: the parts added in order (a single part is returned as it is)."""

@@ -15,7 +15,7 @@ class CombinedLoss(DistillLoss):
     """Weighted sum sum_k w_k L_k; the student and teacher run once for all parts.
 
     Its parts are the weighted terms w_k L_k under each loss's name (so they add up to the loss); the
-    diagnostics of the parts are added up by name.
+    diagnostics of the parts are added up by name; their stats are passed on as they are (each loss names its own).
     """
 
     name = "combined"
@@ -49,11 +49,13 @@ class CombinedLoss(DistillLoss):
     def compute(self, encoded: Encoded) -> LossResult:
         parts: dict[str, torch.Tensor] = {}
         diagnostics: Counter[str] = Counter()
+        stats: dict[str, float] = {}
         for loss, weight in zip(self.parts, self.weights):
             result = loss.compute(encoded)
             parts[loss.name] = weight * result.total()
             diagnostics.update(result.diagnostics)
-        return LossResult(parts, dict(diagnostics))
+            stats.update(result.stats)
+        return LossResult(parts, dict(diagnostics), stats)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {loss.name: {"weight": w, **loss.get_config_dict()} for loss, w in zip(self.parts, self.weights)}

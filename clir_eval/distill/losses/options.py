@@ -10,6 +10,7 @@ from typing import Any
 KD_DISTANCES = ("mse", "cosine")
 OT_COST_NAMES = ("cosine", "sqeuclidean")
 OT_MARGINALS = ("uniform", "pooled")
+OT_SOLVERS = ("sinkhorn", "emd")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class LossOptions:
         ot_marginals: ``uniform`` over the real tokens, or ``pooled``: each token weighted by its share in its
             sentence's mean-pooled embedding, max(<h_i, mean_j h_j>, 0) (plus a small floor), so that tokens
             the pooled embedding hardly reads carry little mass.
+        ot_solver: ``sinkhorn`` (the entropic plan, ``ot_epsilon``) or ``emd``: the exact plan of the balanced
+            problem (POT's ``ot.emd``, one pair at a time, on the CPU; ``ot_epsilon``, ``ot_max_iter`` and
+            ``ot_tol`` are unused), for comparison with the entropic plans.
         contrastive_temperature: InfoNCE temperature.
         contrastive_negatives: negatives added to the batch's own at each training step: the frozen teacher's
             embeddings of the English sides of that many other training pairs, drawn at random (0: the batch's
@@ -57,6 +61,7 @@ class LossOptions:
     ot_tau: float | None = None
     ot_cost: str = "cosine"
     ot_marginals: str = "uniform"
+    ot_solver: str = "sinkhorn"
     contrastive_weight: float = 1.0
     contrastive_temperature: float = 0.05
     contrastive_negatives: int = 0
@@ -82,6 +87,10 @@ class LossOptions:
             raise ValueError(f"ot_cost must be one of {list(OT_COST_NAMES)}, got {self.ot_cost!r}")
         if self.ot_marginals not in OT_MARGINALS:
             raise ValueError(f"ot_marginals must be one of {list(OT_MARGINALS)}, got {self.ot_marginals!r}")
+        if self.ot_solver not in OT_SOLVERS:
+            raise ValueError(f"ot_solver must be one of {list(OT_SOLVERS)}, got {self.ot_solver!r}")
+        if self.ot_solver == "emd" and self.ot_tau is not None:
+            raise ValueError(f"ot_solver 'emd' solves the balanced problem: ot_tau must be None, got {self.ot_tau}")
         if not self.contrastive_temperature > 0:
             raise ValueError(f"contrastive_temperature must be > 0, got {self.contrastive_temperature}")
         if isinstance(self.contrastive_negatives, bool) or not isinstance(self.contrastive_negatives, int) \
