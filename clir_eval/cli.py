@@ -453,6 +453,52 @@ def report_command(
     Console().print(f"wrote {path}", highlight=False)
 
 
+@app.command("trend")
+@_user_errors
+def trend_command(
+    results_dir: Path = typer.Argument(..., help="Results directory (manifest.json and/or runs/<collection>/<lang>/*.run)."),
+    start: str = typer.Option(..., "--start", help="The start system: [LABEL=]NAME; {lang} is each language's code."),
+    methods: list[str] = typer.Option(None, "--method", help="A method system, [LABEL=]NAME (repeatable); "
+                                                             "'{lang}-kd' is sw-kd on sw. Label: NAME less {lang}."),
+    contrasts: list[str] = typer.Option(None, "--contrast", help="TREATMENT:CONTROL labels (repeatable), e.g. kd+ot:kd."),
+    metric: str = typer.Option("mrr", "--metric", "-m", help="The one metric analysed (ranx name)."),
+    collection: str = typer.Option(None, "--collection", help="Collection (default: the only one)."),
+    languages: list[str] = typer.Option(None, "--lang", help="Language to include (repeatable; default: all)."),
+    test: str = typer.Option("randomization", "--test", help="Per-language paired test: randomization | t."),
+    correction: str = typer.Option("holm", "--correction", help="Over the languages of each effect: holm | bonferroni | none."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level."),
+    seed: int = typer.Option(42, "--seed", help="Seed of every resample and permutation."),
+    n_resamples: int = typer.Option(10_000, "--resamples", help="Resamples for the tests, the intervals and the trend."),
+    trec_eval_version: int = typer.Option(9, "--trec-eval", help=_TREC_EVAL_HELP),
+    out: Path = typer.Option(None, "--out", help="Directory for trend.{md,csv,json}, trend-fit.csv and trend.{png,pdf} "
+                                                 "(default: RESULTS_DIR/trend)."),
+) -> None:
+    """Gain against the start, per language, and its trend on the start's score (does a method help more
+    where the backbone is weaker?)."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from clir_eval.evaluation.evaluate import check_trec_eval_version
+    from clir_eval.evaluation.manifest import read_results
+    from clir_eval.evaluation.plots import save_figure, trend_figure
+    from clir_eval.evaluation.trend import TrendConfig, trend_from_results
+    from clir_eval.io import check_output_path, staged_outputs
+
+    out = check_output_path(out or results_dir / "trend", directory=True)
+    config = TrendConfig(test=test, correction=correction, alpha=alpha, seed=seed, n_resamples=n_resamples)
+    analysis = trend_from_results(
+        read_results(results_dir), start=start, methods=methods or [], contrasts=contrasts or [],
+        metric=_eval_metrics([metric])[0] if metric else "mrr", collection=collection, languages=languages or None,
+        config=config, trec_eval_version=check_trec_eval_version(trec_eval_version),
+    )
+    console = Console()
+    console.print(Markdown(analysis.to_markdown()))
+    with staged_outputs(out) as stage:  # all files or none
+        written = analysis.save(stage)
+        written += save_figure(trend_figure(analysis), stage / "trend")
+    console.print(f"wrote {len(written)} files to {out}", highlight=False)
+
+
 _SYSTEMS_HELP = ("bm25-psq | bm25-oracle | bm25-translated:<tsv> | bm25-mt:<model> | teacher | student:<dir> | "
                  "me5-small | oracle-dense | hybrid")
 

@@ -159,6 +159,43 @@ def gap_figure(gap: GapAnalysis) -> "matplotlib.figure.Figure":  # noqa: F821
     return figure
 
 
+def trend_figure(analysis: "TrendAnalysis") -> "matplotlib.figure.Figure":  # noqa: F821
+    """Gain against the start's score, per language: left, each method's gain over the start; right, each
+    contrast (e.g. OT − KD) with its least-squares line. Whiskers: the per-language bootstrap CI."""
+    gains = [e for e in analysis.effects if e.control == analysis.start]
+    contrasts = [e for e in analysis.effects if e.control != analysis.start]
+    panels = [(gains, f"gain over {analysis.start}")] if gains else []
+    panels += [(contrasts, "contrast")] if contrasts else []
+    figure = _figure(5.2 * len(panels), 4.2)
+    colours = _colours([e.name for e in analysis.effects])
+    x = np.array([analysis.row(lang, analysis.effects[0].name).start_mean for lang in analysis.languages])
+    span = np.array([x.min(), x.max()])
+    for index, (effects, label) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        for effect in effects:
+            rows = [analysis.row(lang, effect.name) for lang in analysis.languages]
+            y = np.array([r.difference for r in rows])
+            low = np.array([r.difference - r.ci_low for r in rows])
+            high = np.array([r.ci_high - r.difference for r in rows])
+            axes.errorbar(x, y, yerr=[low, high], fmt="o", capsize=2, color=colours[effect.name],
+                          label=effect.name, markersize=4, elinewidth=0.8)
+            fit = analysis.fit(effect.name)
+            if effect in contrasts and not fit.undefined:
+                axes.plot(span, fit.intercept + fit.slope * span, color=colours[effect.name], linewidth=1,
+                          label=f"slope {fit.slope:+.3f} [{fit.ci_low:+.3f}, {fit.ci_high:+.3f}], p {fit.p_value:.2g}")
+            if effect is effects[0]:
+                for xi, yi, lang in zip(x, y, analysis.languages):
+                    axes.annotate(lang, (xi, yi), xytext=(3, 3), textcoords="offset points", fontsize=7)
+        axes.axhline(0, color="black", linewidth=0.8)
+        axes.set_xlabel(f"start {analysis.metric} ({analysis.start})")
+        axes.set_ylabel(f"Δ {analysis.metric}")
+        axes.set_title(f"{label} per language ({analysis.config.ci_level:.0%} CI)", fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.set_axisbelow(True)
+        axes.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=1)
+    return figure
+
+
 def save_figure(figure: "matplotlib.figure.Figure", stem: str | os.PathLike) -> list[Path]:  # noqa: F821
     """Write ``stem.png`` and ``stem.pdf`` atomically; returns the two paths."""
     stem = Path(stem)

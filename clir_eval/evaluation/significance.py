@@ -206,12 +206,34 @@ def bootstrap_cis(
 
     Every column is resampled with the same query sets (a paired bootstrap: the intervals of several
     systems or differences on one table come from one set of resamples), drawn from
-    ``np.random.default_rng(seed)``. With many columns the resample means are one matrix product
-    ``counts @ columns / n`` (``counts[r, i]`` = how often query ``i`` is drawn in resample ``r``) instead
-    of ``k`` gathers (equal up to rounding in the last bits).
+    ``np.random.default_rng(seed)`` by :func:`bootstrap_means`.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    return percentile_cis(bootstrap_means(columns, seed=seed, n_resamples=n_resamples), level=level)
+
+
+def percentile_cis(means: np.ndarray, *, level: float = 0.95) -> list[ConfidenceInterval]:
+    """Percentile intervals of each column of resampled statistics ``means`` ``(n_resamples, k)``."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    tail = (1 - level) / 2
+    low, high = np.quantile(np.asarray(means, dtype=np.float64), [tail, 1 - tail], axis=0)
+    return [ConfidenceInterval(low=float(lo), high=float(hi), level=level)
+            for lo, hi in zip(np.atleast_1d(low), np.atleast_1d(high))]
+
+
+def bootstrap_means(columns: np.ndarray, *, seed: int, n_resamples: int = DEFAULT_RESAMPLES) -> np.ndarray:
+    """The means of each column of ``columns`` ``(n queries, k)`` over ``n_resamples`` query resamples.
+
+    Queries are drawn with replacement from ``np.random.default_rng(seed)``, the same draws for every column.
+    With many columns the resample means are one matrix product ``counts @ columns / n`` (``counts[r, i]`` =
+    how often query ``i`` is drawn in resample ``r``) instead of ``k`` gathers (equal up to rounding in the
+    last bits).
+
+    Returns:
+        float64 ``(n_resamples, k)``.
+    """
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
     columns = np.asarray(columns, dtype=np.float64)
@@ -233,9 +255,7 @@ def bootstrap_cis(
         else:
             counts = np.bincount((drawn + n * np.arange(size)[:, None]).ravel(), minlength=size * n)
             means[start:stop] = counts.reshape(size, n).astype(np.float64) @ columns / n
-    tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail], axis=0)
-    return [ConfidenceInterval(low=float(lo), high=float(hi), level=level) for lo, hi in zip(low, high)]
+    return means
 
 
 class WinTieLoss(NamedTuple):
