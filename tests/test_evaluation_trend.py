@@ -170,3 +170,34 @@ def test_cli_names_every_missing_system_and_writes_nothing(tmp_path):
     assert any("'ha-ot'" in line for line in errors) and any("'yo-ot'" in line for line in errors)
     assert any("'kd'" in line and "contrast" in line for line in errors)
     assert not out.exists()
+
+
+# ---- the study key -------------------------------------------------------------------------------------------
+STUDY = """name: t
+collections: [{{name: ntrex, languages: [sw, ha]}}]
+systems: [teacher]
+students:
+  - {{name: sw-kd, method: kd, languages: [sw], max_pairs: 100}}
+  - {{name: sw-kd+ot, method: kd+ot, languages: [sw], max_pairs: 100}}
+evaluation: {{trend: {trend}}}
+"""
+
+
+def test_a_study_trend_names_systems_of_the_study_on_each_language(tmp_path):
+    from clir_eval.experiment.config import load_config
+    from clir_eval.experiment.schema import ConfigError
+
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY.format(trend="{start: teacher, methods: ['{lang}-kd', '{lang}-kd+ot'], "
+                                       "contrasts: ['kd+ot:kd'], languages: [sw]}"), encoding="utf-8")
+    trend = load_config(path).evaluation.trend
+    assert (trend.methods, trend.contrasts, trend.languages) == (("{lang}-kd", "{lang}-kd+ot"), ("kd+ot:kd",), ("sw",))
+    path.write_text(STUDY.format(trend="{start: teacher, methods: ['{lang}-kd'], contrasts: ['kd+ot:kd']}"),
+                    encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = "\n".join(caught.value.errors)
+    assert "'kd+ot' is not a label" in text
+    path.write_text(STUDY.format(trend="{start: teacher, methods: ['{lang}-kd']}"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"evaluation.trend.methods\[0\]: '\{lang\}-kd' names no system .* on ha"):
+        load_config(path)

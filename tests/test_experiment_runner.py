@@ -230,3 +230,19 @@ evaluation: {{metrics: [mrr], baselines: []}}
         assert board["n_queries"] == {"bm25-oracle": queries} and board["means"]["bm25-oracle"]["mrr"] == 1.0
     assert (runs / "sw" / "qrels.test.txt").read_text(encoding="utf-8").split("\n")[:-1] == [
         "q1 0 d1 1", "q2 0 d2 1"]
+
+
+def test_evaluation_trend_is_written_by_the_evaluate_step(study):
+    from clir_eval.experiment.config import TrendSpec
+
+    config, root, _ = study
+    trend = TrendSpec(start="student-init", methods=("kd", "ot"), contrasts=("ot:kd",))
+    with_trend = replace(config, evaluation=replace(config.evaluation, trend=trend))
+    result = run_study(with_trend, cache_root=root / "cache")
+    assert all(record.cached for record in result.steps) and not result.evaluation_cached
+    data = json.loads((root / "out" / "trend" / "trend.json").read_text(encoding="utf-8"))
+    assert data["languages"] == ["sw"] and [e["name"] for e in data["effects"]][-1] == "ot − kd"
+    assert "at least 3" in data["fits"][0]["undefined"]  # one language: the tables, but no trend
+    assert (root / "out" / "trend" / "trend.png").stat().st_size > 1000
+    manifest = json.loads((root / "out" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["trend"]["contrasts"] == ["ot:kd"]

@@ -104,6 +104,8 @@ class _Checker:
             if baseline not in names:
                 self.problems.append((f"evaluation.baselines[{i}]", f"{baseline!r} is not a system of the study; "
                                                                      f"{valid}"))
+        if config.evaluation.trend is not None:
+            self._trend(config, names)
         for part, family in (("sparse", "bm25"), ("dense", "dense")):
             value = config.hybrid.get(part)
             if value is None:
@@ -119,6 +121,35 @@ class _Checker:
         # The other hybrid settings, with the components left at defaults (a student name is not a spec).
         settings = {k: v for k, v in config.hybrid.items() if k not in ("sparse", "dense")}
         self.check("", lambda: from_mapping(FusionConfig, settings, where="hybrid"))  # names its key itself
+
+    def _trend(self, config: ExperimentConfig, names: dict[str, str]) -> None:
+        """Every system the trend names, on every language it reads, is a system of the study."""
+        from clir_eval.evaluation.metrics import parse_metric
+        from clir_eval.evaluation.trend import parse_system, resolve
+
+        trend = config.evaluation.trend
+        refs = [ref for ref in config.collections if trend.collection in (None, ref.name)]
+        if trend.collection is None and len({ref.name for ref in refs}) > 1:
+            self.problems.append(("evaluation.trend.collection", "the study has several collections; name one"))
+            return
+        if not refs:
+            self.problems.append(("evaluation.trend.collection", f"{trend.collection!r} is not a collection of the "
+                                                                 f"study ({', '.join(r.name for r in config.collections)})"))
+            return
+        studied = list(dict.fromkeys(lang for ref in refs for lang in ref.languages))
+        for lang in trend.languages:
+            if lang not in studied:
+                self.problems.append(("evaluation.trend.languages", f"{lang!r} is not a language of the study "
+                                                                    f"({', '.join(studied)})"))
+        for key, spec in [("start", trend.start)] + [(f"methods[{i}]", m) for i, m in enumerate(trend.methods)]:
+            template = parse_system(spec)[1]
+            missing = [lang for lang in trend.languages or studied if resolve(template, lang) not in names]
+            if missing:
+                self.problems.append((f"evaluation.trend.{key}", f"{template!r} names no system of the study on "
+                                                                 f"{', '.join(missing)} (e.g. "
+                                                                 f"{resolve(template, missing[0])!r}); "
+                                                                 "restrict evaluation.trend.languages"))
+        self.check("evaluation.trend.metric", lambda: parse_metric(trend.metric))
 
     def metrics(self, config: ExperimentConfig) -> None:
         from clir_eval.evaluation.metrics import parse_metric

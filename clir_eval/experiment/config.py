@@ -78,6 +78,45 @@ class StudentSpec:
 
 
 @dataclass(frozen=True)
+class TrendSpec:
+    """Gain against the start across languages (:mod:`clir_eval.evaluation.trend`), as ``clir-eval trend`` runs it.
+
+    ``start``/``methods``: ``[LABEL=]NAME`` with ``{lang}`` for each language's code (``{lang}-kd``);
+    ``contrasts``: ``TREATMENT:CONTROL`` labels (``kd+ot:kd``); ``languages``: default every language of the
+    collection; ``collection``: needed only when the study has several.
+    """
+
+    start: str
+    methods: tuple[str, ...] = ()
+    contrasts: tuple[str, ...] = ()
+    metric: str = "mrr"
+    languages: tuple[str, ...] = ()
+    collection: str | None = None
+
+    def __post_init__(self) -> None:
+        from clir_eval.evaluation.trend import parse_contrast, parse_system
+
+        problems = []
+        labels = []
+        for key, spec in [("start", self.start)] + [("methods", m) for m in self.methods]:
+            try:
+                labels.append(parse_system(spec)[0])
+            except ValueError as exc:
+                problems.append((key, str(exc)))
+        if not self.methods and not self.contrasts:
+            problems.append(("methods", "give at least one method or contrast"))
+        for spec in self.contrasts:
+            try:
+                effect = parse_contrast(spec)
+            except ValueError as exc:
+                problems.append(("contrasts", str(exc)))
+                continue
+            problems += [("contrasts", f"{spec!r}: {side!r} is not a label of start or methods ({', '.join(labels)})")
+                         for side in effect if labels and side not in labels]
+        raise_problems(problems)
+
+
+@dataclass(frozen=True)
 class EvaluationSpec:
     """Metrics and the significance protocol of the leaderboards."""
 
@@ -90,6 +129,7 @@ class EvaluationSpec:
     n_resamples: int = 10_000
     family: Literal["table", "metric"] = "table"  # what one correction covers (evaluation.comparison.FAMILIES)
     trec_eval: Literal[9, 10] = 9  # score precision: 9 = float32 (trec_eval 9.x, pytrec_eval), 10 = double
+    trend: TrendSpec | None = None  # gain against the start across languages, written to <output>/trend/
 
     def __post_init__(self) -> None:
         problems = []

@@ -24,7 +24,7 @@ from clir_eval.experiment import provenance
 from clir_eval.experiment.cache import STAMP, StepCache, StepRecord, stable_hash
 from clir_eval.experiment.config import START_OPTIONS, ExperimentConfig, StudentSpec
 from clir_eval.experiment.schema import to_mapping
-from clir_eval.io import atomic_write, safe_filename, sha256_file
+from clir_eval.io import atomic_write, safe_filename, sha256_file, staged_outputs
 from clir_eval.models.held import holding
 
 logger = logging.getLogger(__name__)
@@ -496,7 +496,8 @@ class StudyRunner:
             "language_groups": groups,
             # every setting of the protocol but the metrics and baselines, which have their own keys above
             "significance": {f.name: getattr(config.evaluation, f.name) for f in fields(config.evaluation)
-                             if f.name not in ("metrics", "baselines")},
+                             if f.name not in ("metrics", "baselines", "trend")},
+            "trend": to_mapping(config.evaluation.trend) if config.evaluation.trend else None,
             "seeds": {"study": config.seed, "significance": config.evaluation.seed},
             "config": config.to_dict(),
             "versions": provenance.package_versions(),
@@ -513,7 +514,8 @@ class StudyRunner:
         report_path = out / "report.html"
         key = stable_hash({"runs": [(e["path"], self._sha256(out / e["path"])) for e in manifest["runs"]],
                            "settings": {k: manifest[k] for k in
-                                        ("metrics", "baselines", "oracle", "language_groups", "significance")},
+                                        ("metrics", "baselines", "oracle", "language_groups", "significance",
+                                         "trend")},
                            "sweep": to_mapping(self.config.sweep) if self.config.sweep else None,
                            "version": STEP_VERSION}, length=64)
         stamp = out / EVALUATION_STAMP
@@ -531,9 +533,29 @@ class StudyRunner:
         self._gaps(report, out / "gaps")
         if self.config.sweep:
             self._sweep(report, out / "sweep")
+        if self.config.evaluation.trend is not None:
+            self._trend(out / "trend")
         write_report(report, report_path)
         _write_json(stamp, {"key": key, "leaderboards": leaderboards})
         return report_path, leaderboards, False
+
+    def _trend(self, out_dir: Path) -> None:
+        """``evaluation.trend``: as ``clir-eval trend`` writes it, from the study's own runs."""
+        from clir_eval.evaluation.manifest import read_results
+        from clir_eval.evaluation.plots import save_figure, trend_figure
+        from clir_eval.evaluation.trend import TrendConfig, trend_from_results
+
+        spec, evaluation = self.config.evaluation.trend, self.config.evaluation
+        config = TrendConfig(test=evaluation.test, correction=evaluation.correction, alpha=evaluation.alpha,
+                             seed=evaluation.seed, n_resamples=evaluation.n_resamples)
+        analysis = trend_from_results(
+            read_results(self.output_dir), start=spec.start, methods=spec.methods, contrasts=spec.contrasts,
+            metric=spec.metric, collection=spec.collection, languages=spec.languages or None, config=config,
+            trec_eval_version=evaluation.trec_eval,
+        )
+        with staged_outputs(out_dir) as stage:
+            analysis.save(stage)
+            save_figure(trend_figure(analysis), stage / "trend")
 
     def _gaps(self, report: Any, out_dir: Path) -> None:
         from clir_eval.evaluation.plots import gap_figure, save_figure
