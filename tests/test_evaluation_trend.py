@@ -201,3 +201,21 @@ def test_a_study_trend_names_systems_of_the_study_on_each_language(tmp_path):
     path.write_text(STUDY.format(trend="{start: teacher, methods: ['{lang}-kd']}"), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"evaluation.trend.methods\[0\]: '\{lang\}-kd' names no system .* on ha"):
         load_config(path)
+
+
+def test_the_trend_never_imports_torch(tmp_path):
+    import subprocess
+    import sys
+
+    root = tiny_results(tmp_path)
+    code = (
+        "import sys\n"
+        "from clir_eval.evaluation.manifest import read_results\n"
+        "from clir_eval.evaluation.plots import trend_figure\n"
+        "from clir_eval.evaluation.trend import TrendConfig, trend_from_results\n"
+        f"a = trend_from_results(read_results({str(root)!r}), start='student-init', methods=['{{lang}}-kd'],\n"
+        "                       config=TrendConfig(n_resamples=50))\n"
+        f"a.save({str(tmp_path)!r}); trend_figure(a)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
