@@ -560,7 +560,8 @@ def trend_from_results(
     collections = sorted({e.collection for e in results.runs})
     if collection is None:
         if len(collections) > 1:
-            problems.append(f"{results.root}: several collections ({', '.join(collections)}); choose one with --collection")
+            problems.append(f"{results.root}: several collections ({', '.join(collections)}); "
+                            "choose one with --collection")
         collection = collections[0]
     elif collection not in collections:
         problems.append(f"{results.root}: no collection {collection!r}; collections: {', '.join(collections)}")

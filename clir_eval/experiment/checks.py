@@ -133,8 +133,9 @@ class _Checker:
             self.problems.append(("evaluation.trend.collection", "the study has several collections; name one"))
             return
         if not refs:
-            self.problems.append(("evaluation.trend.collection", f"{trend.collection!r} is not a collection of the "
-                                                                 f"study ({', '.join(r.name for r in config.collections)})"))
+            known = ", ".join(r.name for r in config.collections)
+            self.problems.append(("evaluation.trend.collection",
+                                  f"{trend.collection!r} is not a collection of the study ({known})"))
             return
         studied = list(dict.fromkeys(lang for ref in refs for lang in ref.languages))
         for lang in trend.languages:
