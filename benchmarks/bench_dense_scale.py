@@ -149,7 +149,7 @@ def step_kinds(collection: Path, model: str, work: Path, env: dict[str, str], si
 
     from clir_eval.collections.registry import load_collection
     from clir_eval.models.pyserini_adapters import QueryEncoder
-    from clir_eval.retrieval.dense import encode_queries, search_dense
+    from clir_eval.retrieval.dense import encode_queries, search_dense, vectors_dir
 
     flat = work / "flat"
     if not (flat / "index").is_file():
@@ -168,6 +168,9 @@ def step_kinds(collection: Path, model: str, work: Path, env: dict[str, str], si
     print(f"kinds  {size:>9,} docs  Flat: {len(qids) / flat_seconds:9.1f} queries/s (recall 1.000)", flush=True)
     for factory in factories:
         out = work / factory.replace(",", "_")
+        # The flat build's encoded chunks, linked (not copied) where this build looks for them: no encoding again.
+        if not vectors_dir(out).exists():
+            shutil.copytree(vectors_dir(flat), vectors_dir(out), copy_function=os.link)
         seconds, rss, _ = timed(index_command(collection, model, out, "--factory", factory, "--keep-vectors"), env)
         size_mib = (out / "index").stat().st_size / 2**20
         for nprobe in nprobes:
