@@ -29,6 +29,19 @@ logger = logging.getLogger(__name__)
 FAMILIES = ("table", "metric")
 
 
+def check_test_settings(test: str, correction: str, alpha: float, n_resamples: int, ci_level: float) -> None:
+    """Raise ``ValueError`` naming the first setting of a significance protocol that is out of range."""
+    get_test(test)
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown correction {correction!r}; valid corrections: {', '.join(CORRECTIONS)}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    if not 0 < ci_level < 1:
+        raise ValueError(f"ci_level must be in (0, 1), got {ci_level}")
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     """How systems are compared. Validated on creation; errors name the valid values."""
@@ -48,15 +61,7 @@ class CompareConfig:
             raise ValueError("at least one baseline is needed")
         if len(set(self.baselines)) != len(self.baselines):
             raise ValueError(f"baselines repeat a name: {self.baselines}")
-        get_test(self.test)
-        if self.correction not in CORRECTIONS:
-            raise ValueError(f"unknown correction {self.correction!r}; valid corrections: {', '.join(CORRECTIONS)}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
-        if self.n_resamples < 1:
-            raise ValueError(f"n_resamples must be >= 1, got {self.n_resamples}")
-        if not 0 < self.ci_level < 1:
-            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        check_test_settings(self.test, self.correction, self.alpha, self.n_resamples, self.ci_level)
         if self.family not in FAMILIES:
             raise ValueError(f"unknown family {self.family!r}; valid families: {', '.join(FAMILIES)}")
 

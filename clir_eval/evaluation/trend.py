@@ -41,9 +41,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from clir_eval.evaluation.comparison import check_test_settings
 from clir_eval.evaluation.significance import (
     _TIE_RTOL,
-    CORRECTIONS,
     DEFAULT_RESAMPLES,
     MIN_QUERIES,
     bootstrap_means,
@@ -80,15 +80,7 @@ class TrendConfig:
     ci_level: float = 0.95
 
     def __post_init__(self) -> None:
-        get_test(self.test)
-        if self.correction not in CORRECTIONS:
-            raise ValueError(f"unknown correction {self.correction!r}; valid corrections: {', '.join(CORRECTIONS)}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
-        if self.n_resamples < 1:
-            raise ValueError(f"n_resamples must be >= 1, got {self.n_resamples}")
-        if not 0 < self.ci_level < 1:
-            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        check_test_settings(self.test, self.correction, self.alpha, self.n_resamples, self.ci_level)
 
 
 class Effect(NamedTuple):
