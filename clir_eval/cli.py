@@ -657,6 +657,8 @@ def index_dense(
     merge: bool = typer.Option(False, "--merge", help="Build the index from the parts encoded into --out.vectors."),
     keep_vectors: bool = typer.Option(False, "--keep-vectors", help="Keep --out.vectors to build other index kinds "
                                                                     "without encoding again."),
+    vectors: Path = typer.Option(None, "--vectors", help="Where the encoded chunks live (default: --out.vectors); "
+                                                         "a kept encoding builds another index without encoding."),
     threads: int = typer.Option(0, "--threads", help="Torch and Faiss threads (0: all cores)."),
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: the launcher's device, "
                                                       "else cuda when there is one, else cpu)."),
@@ -683,7 +685,8 @@ def index_dense(
         check_output_path(out, directory=True)
     coll = load_collection(collection)
     config = DenseIndexConfig(kind=kind, factory=factory, batch_size=batch_size, chunk_size=chunk_size,
-                              build_threads=threads, keep_vectors=keep_vectors)
+                              build_threads=threads, keep_vectors=keep_vectors,
+                              vectors=None if vectors is None else str(vectors))
     target = check_output_path(out or default_index_dirs(coll).dense_for(model), directory=True)
     if merge:
         info = finalize_dense_index(target, config, encoded_by=shard_num or 1)

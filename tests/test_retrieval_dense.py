@@ -187,10 +187,17 @@ def test_factory_strings_build_ivf_and_quantised_indexes_pyserini_reads(tmp_path
     # the kept vectors build a scalar-quantised index without encoding again
     counting = _CountingEncoder(encoders[0])
     sq = dense.build_dense_index(DOCS, str(tiny_bert_dir), tmp_path / "ivf",
-                                 DenseIndexConfig(factory="IVF2,SQ8", nprobe=2), encoder=counting)
+                                 DenseIndexConfig(factory="IVF2,SQ8", nprobe=2, keep_vectors=True), encoder=counting)
     assert counting.documents == 0 and isinstance(faiss.read_index(str(sq.path / "index")), faiss.IndexIVFScalarQuantizer)
     found = dense.search_dense(sq.path, [q.qid for q in QUERIES], query_vectors, k=1, nprobe=2)
     assert {qid: [d for d, _ in hits] for qid, hits in found.items()} == {q: e[:1] for q, e in expected.items()}
+    # ... and an index elsewhere reads that encoding through `vectors`, the flat one staying where it is
+    elsewhere = dense.build_dense_index(DOCS, str(tiny_bert_dir), tmp_path / "hnsw",
+                                        DenseIndexConfig(kind="hnsw", hnsw_m=8, keep_vectors=True,
+                                                         vectors=str(dense.vectors_dir(tmp_path / "ivf"))),
+                                        encoder=counting)
+    assert counting.documents == 0 and isinstance(faiss.read_index(str(elsewhere.path / "index")), faiss.IndexHNSWFlat)
+    assert (tmp_path / "ivf" / "index").is_file()
 
 
 def test_a_bad_factory_string_fails_before_any_encoding(tmp_path, tiny_bert_dir, encoders):

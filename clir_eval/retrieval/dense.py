@@ -73,8 +73,10 @@ class DenseIndexConfig:
         build_threads: Faiss threads for training and adding (0: all cores). HNSW inserts in parallel,
             so with more than one thread its graph (and its results) can differ from build to build;
             flat and IVF indexes are the same whatever the count.
-        keep_vectors: keep ``<index_dir>.vectors`` after the index is built (to build other kinds from
-            the same encoding without encoding again).
+        keep_vectors: keep the encoded chunks after the index is built (to build other kinds from the same
+            encoding without encoding again).
+        vectors: where the encoded chunks live (default ``<index_dir>.vectors``); point another index's build
+            at a kept encoding to build it without encoding again.
     """
 
     kind: str = "flat"
@@ -89,6 +91,7 @@ class DenseIndexConfig:
     chunk_size: int = 2048
     build_threads: int = 0
     keep_vectors: bool = False
+    vectors: str | None = None
 
     def __post_init__(self) -> None:
         if self.factory is None and self.kind not in INDEX_KINDS:
@@ -175,8 +178,11 @@ class DenseIndexInfo:
         return self.meta.dim
 
 
-def vectors_dir(index_dir: str | os.PathLike) -> Path:
-    """Where the encoded chunks of ``index_dir`` are written while it is built: ``<index_dir>.vectors``."""
+def vectors_dir(index_dir: str | os.PathLike, config: DenseIndexConfig | None = None) -> Path:
+    """Where the encoded chunks of ``index_dir`` are written while it is built: ``config.vectors`` when set, else
+    ``<index_dir>.vectors``."""
+    if config is not None and config.vectors is not None:
+        return Path(config.vectors)
     index_dir = Path(index_dir)
     return index_dir.with_name(f"{index_dir.name}.vectors")
 
@@ -276,7 +282,7 @@ def encode_corpus(
         from clir_eval.models.pyserini_adapters import DocumentEncoder
 
         encoder = DocumentEncoder(model, batch_size=config.batch_size)
-    store = VectorChunks(vectors_dir(index_dir), _store_key(corpus_sha256, describe_model(model), config.chunk_size))
+    store = VectorChunks(vectors_dir(index_dir, config), _store_key(corpus_sha256, describe_model(model), config.chunk_size))
     store.open()
     from clir_eval.progress import progress
 
@@ -321,7 +327,7 @@ def finalize_dense_index(index_dir: str | os.PathLike, config: DenseIndexConfig 
     import faiss
 
     target = Path(index_dir)
-    store_path = vectors_dir(target)
+    store_path = vectors_dir(target, config)
     key = read_json_or_none(store_path / "store.json")
     if not isinstance(key, dict):
         raise FileNotFoundError(f"{store_path}: no encoded vectors to build {target} from")
