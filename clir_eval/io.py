@@ -83,6 +83,21 @@ def c_atof(text: str) -> CNumber | None:
     return CNumber(value, match.end() == len(text))
 
 
+def c_number_or_refuse(path: str | os.PathLike, number: int, text: str, read: CNumber | None, what: str,
+                       python_reads: Any) -> CNumber:
+    """``read`` (a C reading of ``text``) when C saw a number; else C's 0 where Python's ``python_reads`` (``float``
+    or ``int``) sees one (``"٩"``, non-ASCII digits: trec_eval's number, not pytrec_eval-reader's); refused where no
+    reader sees a number (``"high"``), naming ``what`` (``"score"``, ``"relevance"``)."""
+    if read is not None:
+        return read
+    try:
+        python_reads(text)
+    except ValueError:
+        kind = "a number" if python_reads is float else "an integer"
+        raise InputFileError(path, number, f"{what} {text!r} is not {kind}") from None
+    return CNumber(python_reads(0), False)
+
+
 def c_atol(text: str) -> CNumber | None:
     """``text`` read as C's ``atol`` reads it (trec_eval's relevance reader): leading decimal digits, saturated
     to a 64-bit long. ``"0_1"`` is 0, ``"1.5"`` 1, ``"0x10"`` 0. None when no digit starts the text."""
@@ -389,8 +404,20 @@ def build_lock(path: str | os.PathLike, lock_dir: str | os.PathLike | None = Non
         lock.release()
 
 
+_FILE_HASHES: dict[tuple[str, int, int, int], str] = {}
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
+    """Hex SHA-256 of a file's bytes, remembered in this process while the file's inode, size and mtime stay the
+    same (a command hashes a 1M-document corpus for its validation memo and for its index key: once is enough)."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        _FILE_HASHES[key] = _sha256_bytes(path, chunk_size)
+    return _FILE_HASHES[key]
+
+
+def _sha256_bytes(path: str | os.PathLike, chunk_size: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(chunk_size), b""):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from clir_eval.collections.records import BitextPair, Document, Qrel, Topic
-from clir_eval.io import CNumber, InputFileError, c_atol, has_whitespace, read_text_lines
+from clir_eval.io import InputFileError, c_atol, c_number_or_refuse, has_whitespace, read_text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def read_qrels(path: str | os.PathLike) -> list[Qrel]:
         qid, _, docid, rel = fields
         read = c_atol(rel)
         if read is None or not read.exact:
-            read = _c_relevance(path, number, rel, read)
+            read = c_number_or_refuse(path, number, rel, read, "relevance", int)
             if first_odd is None:
                 first_odd = (number, rel, read.value)
             odd += 1
@@ -170,19 +170,6 @@ def read_qrels(path: str | os.PathLike) -> list[Qrel]:
         logger.warning("%s:%d: relevance %r read as %d, the integer C's atol reads at its start, as trec_eval "
                        "does (%d such line(s))", path, first_odd[0], first_odd[1], first_odd[2], odd)
     return qrels
-
-
-def _c_relevance(path: str | os.PathLike, number: int, text: str, read: CNumber | None) -> CNumber:
-    """A relevance that is not a plain integer, read as trec_eval's ``atol`` reads it: its leading digits
-    (``"0_1"`` is 0, ``"1.5"`` 1); 0 where none lead but Python's ``int`` sees a number (``"٣"``); refused
-    where no reader sees a number (``"yes"``)."""
-    if read is not None:
-        return read
-    try:
-        int(text)
-    except ValueError:
-        raise InputFileError(path, number, f"relevance {text!r} is not an integer") from None
-    return CNumber(0, False)
 
 
 def corpus_files(path: str | os.PathLike) -> list[Path]:

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from clir_eval.io import CNumber, InputFileError, atomic_write, c_atof, has_whitespace, read_text_lines
+from clir_eval.io import (InputFileError, atomic_write, c_atof, c_number_or_refuse, has_whitespace,
+                          read_text_lines)
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def read_run_file(path: str | os.PathLike) -> RunFile:
         qid, _, docid, _, score_text, line_tag = fields
         read = c_atof(score_text)
         if read is None or not read.exact:
-            read = _c_score(path, number, score_text, read)
+            read = c_number_or_refuse(path, number, score_text, read, "score", float)
             if first_odd is None:
                 first_odd = (number, score_text, read.value)
             odd += 1
@@ -235,22 +236,6 @@ def read_run_file(path: str | os.PathLike) -> RunFile:
         logger.warning("%s:%d: score %r read as %r, the number C's atof reads at its start, as trec_eval does "
                        "(%d such line(s))", path, first_odd[0], first_odd[1], first_odd[2], odd)
     return RunFile(run=run, tag=tag)
-
-
-def _c_score(path: str | os.PathLike, number: int, text: str, read: CNumber | None) -> CNumber:
-    """A score that is not a plain number, read as trec_eval's ``atof`` reads it.
-
-    A leading number counts (``"0_9"`` is 0.0, ``"1e5x"`` 1e5). Text with none is 0.0 to ``atof``: read so
-    where Python's ``float`` would see a number in it (``"٩"``, non-ASCII digits), so that trec_eval's
-    number and not pytrec_eval-reader's 9.0 is used; refused where no reader sees a number (``"high"``).
-    """
-    if read is not None:
-        return read
-    try:
-        float(text)
-    except ValueError:
-        raise InputFileError(path, number, f"score {text!r} is not a number") from None
-    return CNumber(0.0, False)
 
 
 def read_run(path: str | os.PathLike) -> Run:
