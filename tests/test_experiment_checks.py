@@ -50,3 +50,25 @@ teacher: {model}
 students: [{{name: a, method: kd, backbone: intfloat/multilingual-e5-small}}]
 """)
     assert config.teacher == str(model) and config.students[0].backbone == "intfloat/multilingual-e5-small"
+
+
+def test_evaluate_on_names_query_languages_of_the_study_and_no_hybrid_component(tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        _load(tmp_path, """name: t
+collections: [{name: ntrex, languages: [sw, ha]}]
+systems: [bm25-psq, hybrid]
+students: [{name: kd, method: kd, languages: [sw], max_pairs: 100, evaluate_on: [sw, yo]}]
+hybrid: {sparse: bm25-psq, dense: kd}
+""")
+    errors = "\n".join(refused.value.errors)
+    assert "students[0].evaluate_on[1]: 'yo' is not a query language of the study" in errors
+    assert "hybrid.dense: 'kd' runs only on its evaluate_on languages" in errors
+    config = _load(tmp_path, """name: t
+collections: [{name: ntrex, languages: [sw, ha]}]
+systems: [bm25-psq]
+students: [{name: kd, method: kd, languages: [sw], max_pairs: 100, evaluate_on: [sw]},
+           {name: ot, method: ot, languages: [sw], max_pairs: 100}]
+evaluation: {baselines: []}
+""")
+    assert config.systems_on("sw") == ("bm25-psq", "student:student-init", "student:kd", "student:ot")
+    assert config.systems_on("ha") == ("bm25-psq", "student:student-init", "student:ot")

@@ -246,3 +246,28 @@ def test_evaluation_trend_is_written_by_the_evaluate_step(study):
     assert (root / "out" / "trend" / "trend.png").stat().st_size > 1000
     manifest = json.loads((root / "out" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["trend"]["contrasts"] == ["ot:kd"]
+
+
+def test_a_student_is_searched_only_on_its_evaluate_on_languages(tmp_path, tiny_bert_dir, tiny_bert_dir_48):
+    """A per-language student (evaluate_on) has runs in its languages only; the other tables go on without it."""
+    config = tmp_path / "study.yaml"
+    config.write_text(f"""
+name: evaluate-on
+output_dir: {tmp_path / "out"}
+teacher: {tiny_bert_dir}
+collections: [{{name: ntrex, split: test, languages: [sw, ha]}}]
+systems: [bm25-oracle]
+students:
+  - {{name: sw-kd, method: kd, backbone: {tiny_bert_dir_48}, languages: [sw], max_pairs: 24, evaluate_on: [sw],
+      options: {{max_steps: 1, batch_size: 8}}}}
+dev_pairs: 8
+hits: 3
+evaluation: {{metrics: [mrr], baselines: [], n_resamples: 200}}
+""", encoding="utf-8")
+    run_study(load_config(config), cache_root=tmp_path / "cache")
+    runs = tmp_path / "out" / "runs" / "ntrex"
+    assert (runs / "sw" / "sw-kd.run").is_file() and not (runs / "ha" / "sw-kd.run").exists()
+    boards = {lang: json.loads((tmp_path / "out" / "leaderboards" / f"ntrex-{lang}.json").read_text(encoding="utf-8"))
+              for lang in ("sw", "ha")}
+    assert set(boards["sw"]["n_queries"]) == {"bm25-oracle", "student-init", "sw-kd"}
+    assert set(boards["ha"]["n_queries"]) == {"bm25-oracle", "student-init"}

@@ -118,6 +118,10 @@ class _Checker:
                 self.problems.append((f"hybrid.{part}", f"{value!r} is not a system of the study; {valid}"))
             elif parse_system(spec).family != family:
                 self.problems.append((f"hybrid.{part}", f"{value!r} is not a {family} system"))
+            elif any(s.evaluate_on and spec == f"student:{s.name}" for s in config.all_students):
+                # the hybrid runs on every language, so its components must too
+                self.problems.append((f"hybrid.{part}", f"{value!r} runs only on its evaluate_on languages; "
+                                                        f"the hybrid needs a component that runs on every one"))
         # The other hybrid settings, with the components left at defaults (a student name is not a spec).
         settings = {k: v for k, v in config.hybrid.items() if k not in ("sparse", "dense")}
         self.check("", lambda: from_mapping(FusionConfig, settings, where="hybrid"))  # names its key itself
@@ -204,6 +208,12 @@ class _Checker:
                                                           f"language(s) is fewer than one batch "
                                                           f"(options.batch_size {distill.batch_size})"))
             self._student_bitext(key, student)
+        study_languages = {lang for ref in config.collections for lang in ref.languages}
+        for key, student in _students(config):
+            for j, lang in enumerate(student.evaluate_on):
+                if lang not in study_languages:
+                    self.problems.append((f"{key}.evaluate_on[{j}]", f"{lang!r} is not a query language of the "
+                                                                    f"study; languages: {', '.join(sorted(study_languages))}"))
 
     def _student_bitext(self, key: str, student: StudentSpec) -> None:
         covered = {source: self._languages(f"{key}.bitext[{i}]", source) for i, source in enumerate(student.bitext)}

@@ -40,7 +40,9 @@ class StudentSpec:
     """One distilled student: method, backbone, bitext budget; ``options`` go to the trainer's config.
 
     The student is trained on the union of ``languages`` (each from the first bitext source that
-    has it) and evaluated on every query language of the study. ``min_margin`` drops training pairs whose
+    has it) and evaluated on every query language of the study, or on ``evaluate_on`` only (its own language and
+    its zero-shot neighbours, say: a study of many per-language students then does not search every language with
+    every student). ``min_margin`` drops training pairs whose
     ratio margin under the backbone is lower (:mod:`clir_eval.distill.filtering`); ``max_pairs`` then counts
     the pairs kept. ``english_pairs`` adds that many English sentences of the bitext sources' train splits (none
     of them a test topic or a sentence of a test document, and none an English side of the student's pairs) as
@@ -55,7 +57,12 @@ class StudentSpec:
     max_pairs: int | None = None
     min_margin: float | None = None
     english_pairs: int = 0
+    evaluate_on: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+
+    def evaluated_on(self, lang: str) -> bool:
+        """Whether the study searches ``lang``'s queries with this student (``evaluate_on`` empty: every language)."""
+        return not self.evaluate_on or lang in self.evaluate_on
 
     def __post_init__(self) -> None:
         problems = []
@@ -260,6 +267,11 @@ class ExperimentConfig:
         generated = [f"student:{name}" for name in self.starts] + [f"student:{s.name}" for s in self.all_students]
         listed += [system for system in generated if system not in listed]
         return tuple(listed)
+
+    def systems_on(self, lang: str) -> tuple[str, ...]:
+        """:attr:`all_systems` that search ``lang``'s queries: students whose ``evaluate_on`` leaves it out do not."""
+        skipped = {f"student:{s.name}" for s in self.all_students if not s.evaluated_on(lang)}
+        return tuple(system for system in self.all_systems if system not in skipped)
 
     @property
     def system_names(self) -> dict[str, str]:

@@ -366,7 +366,7 @@ class StudyRunner:
         for ref in self.config.collections:
             collection = self.collections[ref.name]
             for lang in ref.languages:
-                for system in self.config.all_systems:
+                for system in self.config.systems_on(lang):
                     name, spec = self.system_spec(system, students)
                     model = query_model(spec, options)
                     if model is None or model in models:
@@ -443,7 +443,7 @@ class StudyRunner:
                     _write_qrels(collection.qrels(ref.split, lang), qrels_copy)
                 done: dict[str, Path] = {}
                 # hybrid last: it fuses the runs of its components when the study has them
-                for system in sorted(self.config.all_systems, key=lambda s: s == "hybrid"):
+                for system in sorted(self.config.systems_on(lang), key=lambda s: s == "hybrid"):
                     name, spec = self.system_spec(system, students)
                     cached_run = self.search(collection, lang, ref.split, name, spec, options, done)
                     done[spec] = cached_run
