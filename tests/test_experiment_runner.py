@@ -271,3 +271,37 @@ evaluation: {{metrics: [mrr], baselines: [], n_resamples: 200}}
               for lang in ("sw", "ha")}
     assert set(boards["sw"]["n_queries"]) == {"bm25-oracle", "student-init", "sw-kd"}
     assert set(boards["ha"]["n_queries"]) == {"bm25-oracle", "student-init"}
+
+
+def test_a_collection_whose_corpus_is_a_directory_of_parts_runs(tmp_path, tiny_bert_dir):
+    """lafand-x's corpus is a directory of gzipped parts: the runs' data hash reads the directory's files (it used
+    to fail on it, after every student had trained)."""
+    import gzip
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_collections_byo import _per_language
+
+    root = _per_language(tmp_path / "mine")
+    (root / "corpus").mkdir()
+    lines = (root / "corpus.jsonl").read_bytes().splitlines(keepends=True)
+    (root / "corpus" / "part-00.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[:2])))
+    (root / "corpus" / "part-01.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[2:])))
+    (root / "corpus.jsonl").unlink()
+    yaml = root / "collection.yaml"
+    yaml.write_text(yaml.read_text(encoding="utf-8").replace("corpus: corpus.jsonl", "corpus: corpus"),
+                    encoding="utf-8")
+    config = tmp_path / "study.yaml"
+    config.write_text(f"""
+name: parts
+output_dir: {tmp_path / "out"}
+teacher: {tiny_bert_dir}
+collections: [{{name: {root}, split: test, languages: [sw]}}]
+systems: [bm25-oracle]
+hits: 3
+evaluation: {{metrics: [mrr], baselines: []}}
+""", encoding="utf-8")
+    run_study(load_config(config), cache_root=tmp_path / "cache")
+    board = json.loads((tmp_path / "out" / "leaderboards" / "mine-sw.json").read_text(encoding="utf-8"))
+    assert board["means"]["bm25-oracle"]["mrr"] == 1.0

@@ -24,7 +24,7 @@ from clir_eval.experiment import provenance
 from clir_eval.experiment.cache import STAMP, StepCache, StepRecord, stable_hash
 from clir_eval.experiment.config import START_OPTIONS, ExperimentConfig, StudentSpec
 from clir_eval.experiment.schema import to_mapping
-from clir_eval.io import atomic_write, safe_filename, sha256_file, staged_outputs
+from clir_eval.io import atomic_write, safe_filename, sha256_file, sha256_tree, staged_outputs
 from clir_eval.models.held import holding
 
 logger = logging.getLogger(__name__)
@@ -118,10 +118,13 @@ class StudyRunner:
                     f"languages: {', '.join(collection.languages_in(ref.split))}"
                 )
             self.collections[ref.name] = collection
+            # Every run's data hash now, before any training: a file it cannot read fails here, not after an hour.
+            for lang in ref.languages:
+                self.data_sha256(collection, lang, ref.split)
 
     def _sha256(self, path: Path) -> str:
-        if path not in self._hashes:
-            self._hashes[path] = sha256_file(path)
+        if path not in self._hashes:  # a corpus may be a directory of parts (lafand-x)
+            self._hashes[path] = sha256_tree(path)
         return self._hashes[path]
 
     def data_sha256(self, collection: Any, lang: str, split: str) -> str:
