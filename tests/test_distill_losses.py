@@ -302,6 +302,12 @@ def test_losses_return_named_parts_and_keep_no_state():
         assert result.diagnostics == single[other].diagnostics
         assert {name: dict(vars(module)) for name, module in loss_fn.named_modules()} == before
         assert torch.equal(loss_fn.compute(encoded).total(), result.total())
+    three = build_loss("kd+ot+contrastive", options).compute(encoded)
+    assert list(three.parts) == ["kd", "ot", "contrastive"]
+    assert torch.equal(three.parts["ot"], 0.3 * single["ot"].total())
+    assert torch.equal(three.parts["contrastive"], 0.7 * single["contrastive"].total())
+    assert torch.allclose(three.total(), single["kd"].total() + 0.3 * single["ot"].total()
+                          + 0.7 * single["contrastive"].total())
 
 
 def test_option_names_are_those_of_the_functions():

@@ -141,6 +141,10 @@ def test_a_student_taught_by_its_own_backbone_has_no_fitted_start(tmp_path):
     assert all(f"student:{name}" in mapped.all_systems for name in mapped.starts)
 
 
+METHODS = ("kd", "kd+ot", "ot", "kd+contrastive", "kd+ot+contrastive")
+NEIGHBOURS = {"ha": ("am",), "lg": ("rw",), "zu": ("ny", "sn", "xh")}
+
+
 @pytest.mark.parametrize("name", ["low-resource.yaml", "low-resource-self-teacher.yaml"])
 def test_low_resource_studies_train_every_method_on_one_budget_and_evaluate_14_languages(name):
     from clir_eval.collections.bitext import bitext_languages
@@ -151,13 +155,19 @@ def test_low_resource_studies_train_every_method_on_one_budget_and_evaluate_14_l
     assert ref.name == "lafand-x" and ref.split == "test" and len(ref.languages) == 14
     students = {s.name: s for s in config.all_students}
     for lang in trained:
-        specs = [students[f"{lang}-{method}"] for method in ("kd", "kd+ot", "ot", "kd+contrastive")]
+        specs = [students[f"{lang}-{method}"] for method in METHODS]
         assert all(s.languages == (lang,) and s.backbone == "me5-small" for s in specs)
-    # one budget for every method and language: pairs, epochs, steps, batch; no margin filter
+        # searched on its own language and its zero-shot neighbours only, fixed by family
+        assert {s.evaluate_on for s in specs} == {(lang, *NEIGHBOURS.get(lang, ()))}
+    assert len(students) == len(trained) * len(METHODS)
+    # one budget for every method and language (pairs, epochs, steps, batch; no margin filter), and one OT plan
     budgets = {(s.max_pairs, s.min_margin, s.options.get("epochs", 1), s.options.get("max_steps", 0),
                 s.options.get("batch_size", 32)) for s in students.values()}
-    assert budgets == {(2000, None, 1, 0, 32)}
-    assert {students[f"multi-{m}"].languages for m in ("kd", "kd+ot", "ot", "kd+contrastive")} == {trained}
+    assert budgets == {(2000, None, 2, 0, 32)}
+    assert {s.options["loss"]["ot_solver"] for s in students.values() if "ot" in s.method.split("+")} == {"emd"}
+    zero_shot = set(ref.languages) - set(trained)
+    assert {lang for langs in NEIGHBOURS.values() for lang in langs} == zero_shot
+    assert all(len(config.systems_on(lang)) == len(config.systems_on("ig")) for lang in ref.languages)
     # the self-teacher students start from the teacher itself; the MiniLM ones share one fitted start
     assert list(config.starts) == ([] if config.teacher == "me5-small" else ["student-init"])
     assert {"bm25-psq", "bm25-oracle", "oracle-dense", "hybrid", "teacher"} <= set(config.systems)

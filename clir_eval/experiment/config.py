@@ -20,7 +20,7 @@ from clir_eval.io import short_repr
 DEFAULT_CONFIG = Path(str(files("clir_eval").joinpath("data", "configs", "default.yaml")))
 #: The default study on all the bitext and more languages (``clir-eval run --full``).
 FULL_CONFIG = DEFAULT_CONFIG.with_name("full.yaml")
-METHODS = ("kd", "ot", "contrastive", "kd+ot", "kd+contrastive")
+METHODS = ("kd", "ot", "contrastive", "kd+ot", "kd+contrastive", "kd+ot+contrastive")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ under ``no_grad`` or passed in precomputed (``DistillBatch.teacher_outputs``).
   :class:`LossResult`;
 * ``kd``, ``ot``, ``contrastive``: one loss each, with its pure math; ``combined``: their weighted sum.
 
-Methods (``build_loss``, the registry below): ``kd``, ``ot``, ``contrastive``, ``kd+ot``, ``kd+contrastive``.
+Methods (``build_loss``, the registry below): ``kd``, ``ot``, ``contrastive``, ``kd+ot``, ``kd+contrastive``,
+``kd+ot+contrastive``.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ LOSS_METHODS: dict[str, tuple[str, ...]] = {
     "contrastive": ("contrastive",),
     "kd+ot": ("kd", "ot"),
     "kd+contrastive": ("kd", "contrastive"),
+    # OT on top of the one method that beats its start on lafand-x (docs/journal/lafand-x-dev.md): OT's contrast there
+    "kd+ot+contrastive": ("kd", "ot", "contrastive"),
 }
 
 
