@@ -97,7 +97,6 @@ class StudyRunner:
         self.cache = StepCache(self.cache_root)
         self.command = command
         self.collections: dict[str, Any] = {}
-        self._hashes: dict[Path, str] = {}
         self._model_hashes: dict[str, str] = {}
         self._english: dict[tuple, list[str]] = {}
         # A study's start and students read the same bitext (train and dev) and search one index set per
@@ -122,10 +121,10 @@ class StudyRunner:
             for lang in ref.languages:
                 self.data_sha256(collection, lang, ref.split)
 
-    def _sha256(self, path: Path) -> str:
-        if path not in self._hashes:  # a corpus may be a directory of parts (lafand-x)
-            self._hashes[path] = sha256_tree(path)
-        return self._hashes[path]
+    @staticmethod
+    def _sha256(path: Path) -> str:
+        # A corpus may be a directory of parts (lafand-x); sha256_file remembers each file while it is unchanged.
+        return sha256_tree(path)
 
     def data_sha256(self, collection: Any, lang: str, split: str) -> str:
         """One hash over what a run of ``collection``/``lang`` reads: corpus, topics (and oracle topics), qrels."""
