@@ -464,6 +464,8 @@ def trend_command(
     metric: str = typer.Option("mrr", "--metric", "-m", help="The one metric analysed (ranx name)."),
     collection: str = typer.Option(None, "--collection", help="Collection (default: the only one)."),
     languages: list[str] = typer.Option(None, "--lang", help="Language to include (repeatable; default: all)."),
+    via: list[str] = typer.Option(None, "--via", help="LANG=CODE (repeatable): on LANG, {lang} is CODE, e.g. "
+                                                      "am=ha reads ha-kd on am (a zero-shot language)."),
     test: str = typer.Option("randomization", "--test", help="Per-language paired test: randomization | t."),
     correction: str = typer.Option("holm", "--correction", help="Over the languages of each effect: holm | bonferroni | none."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level."),
@@ -484,12 +486,18 @@ def trend_command(
     from clir_eval.evaluation.trend import TrendConfig, trend_from_results
     from clir_eval.io import check_output_path, staged_outputs
 
+    routes = {}
+    for spec in via or []:
+        lang, sep, code = spec.partition("=")
+        if not sep or not lang or not code or lang == code:
+            raise ValueError(f"--via {spec!r}: give it as LANG=CODE with two different codes, e.g. am=ha")
+        routes[lang] = code
     out = check_output_path(out or results_dir / "trend", directory=True)
     config = TrendConfig(test=test, correction=correction, alpha=alpha, seed=seed, n_resamples=n_resamples)
     analysis = trend_from_results(
         read_results(results_dir), start=start, methods=methods or [], contrasts=contrasts or [],
         metric=_eval_metrics([metric])[0] if metric else "mrr", collection=collection, languages=languages or None,
-        config=config, trec_eval_version=check_trec_eval_version(trec_eval_version),
+        config=config, trec_eval_version=check_trec_eval_version(trec_eval_version), via=routes,
     )
     console = Console()
     console.print(Markdown(analysis.to_markdown()))

@@ -160,6 +160,42 @@ def test_cli_writes_the_tables_and_the_plot_with_per_language_students(tmp_path)
     assert "kd+ot − kd" in (out / "trend.md").read_text()
 
 
+def reciprocal_ranks(run: dict, qrels: dict) -> np.ndarray:
+    """1 / rank of each query's one relevant document (the runs of make_runs have no ties)."""
+    ranks = []
+    for query, judged in sorted(qrels.items()):
+        relevant = next(doc for doc, grade in judged.items() if grade > 0)
+        ranked = sorted(run[query], key=run[query].get, reverse=True)
+        ranks.append(1 / (ranked.index(relevant) + 1) if relevant in ranked else 0.0)
+    return np.array(ranks)
+
+
+def test_cli_reads_a_zero_shot_language_through_a_trained_languages_students(tmp_path):
+    root = tiny_results(tmp_path)
+    qrels, runs = make_runs(3, quality={"student-init": 6, "ha-kd": 2, "ha-kd+ot": 9})
+    write_qrels(root / "runs" / "lafand-x" / "am" / "qrels.txt", qrels)
+    for system, run in runs.items():  # ha's students searched on am's queries
+        write_run(root / "runs" / "lafand-x" / "am" / f"{system}.run", run, tag=system)
+    out = tmp_path / "zero-shot"
+    args = ["trend", str(root), "--start", "student-init", "--method", "{lang}-kd", "--method", "{lang}-kd+ot",
+            "--contrast", "kd+ot:kd", "--lang", "am", "--resamples", "200", "--out", str(out)]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "'am-kd'" in refused.output and not out.exists()
+    result = CliRunner().invoke(app, args + ["--via", "am=ha"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "trend.json").read_text())
+    assert data["languages"] == ["am"] and "am through ha" in data["title"]
+    rows = {r["effect"]: r for r in data["rows"]}
+    gain, contrast = rows["kd − student-init"], rows["kd+ot − kd"]
+    assert (gain["treatment_system"], contrast["treatment_system"]) == ("ha-kd", "ha-kd+ot")
+    rr = {system: reciprocal_ranks(run, qrels) for system, run in runs.items()}
+    assert gain["start_mean"] == pytest.approx(rr["student-init"].mean())
+    assert gain["difference"] == pytest.approx((rr["ha-kd"] - rr["student-init"]).mean())
+    assert contrast["difference"] == pytest.approx((rr["ha-kd+ot"] - rr["ha-kd"]).mean()) and contrast["difference"] < 0
+    bad = CliRunner().invoke(app, args + ["--via", "am"])
+    assert bad.exit_code == 2 and "error: --via 'am'" in bad.output
+
+
 def test_cli_names_every_missing_system_and_writes_nothing(tmp_path):
     root = tiny_results(tmp_path)
     out = tmp_path / "trend"
@@ -199,7 +235,34 @@ def test_a_study_trend_names_systems_of_the_study_on_each_language(tmp_path):
     text = "\n".join(caught.value.errors)
     assert "'kd+ot' is not a label" in text
     path.write_text(STUDY.format(trend="{start: teacher, methods: ['{lang}-kd']}"), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"evaluation.trend.methods\[0\]: '\{lang\}-kd' names no system .* on ha"):
+    with pytest.raises(ConfigError, match=r"evaluation.trend.methods\[0\]: '\{lang\}-kd' names no system of the "
+                                          r"study that searches ha \('ha-kd'\)"):
+        load_config(path)
+
+
+ZERO_SHOT_STUDY = """name: t
+collections: [{{name: ntrex, languages: [sw, ha]}}]
+systems: [teacher]
+students:
+  - {{name: sw-kd, method: kd, languages: [sw], max_pairs: 100, evaluate_on: {evaluate_on}}}
+evaluation: {{trend: {{start: teacher, methods: ['{{lang}}-kd'], languages: [sw], zero_shot: {{ha: sw}}}}}}
+"""
+
+
+def test_a_zero_shot_language_must_be_searched_by_the_students_it_is_read_through(tmp_path):
+    from clir_eval.experiment.config import load_config
+    from clir_eval.experiment.schema import ConfigError
+
+    path = tmp_path / "study.yaml"
+    path.write_text(ZERO_SHOT_STUDY.format(evaluate_on="[sw, ha]"), encoding="utf-8")
+    assert load_config(path).evaluation.trend.zero_shot == {"ha": "sw"}
+    # sw-kd does not search ha's queries, so ha cannot be read through it
+    path.write_text(ZERO_SHOT_STUDY.format(evaluate_on="[sw]"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"evaluation.trend.methods\[0\]: .* searches ha \('sw-kd'\); "
+                                          r"restrict evaluation.trend.zero_shot"):
+        load_config(path)
+    path.write_text(ZERO_SHOT_STUDY.format(evaluate_on="[sw, ha]").replace("{ha: sw}", "{sw: ha}"), encoding="utf-8")
+    with pytest.raises(ConfigError, match="'sw' is in both languages and zero_shot"):
         load_config(path)
 
 

@@ -273,6 +273,36 @@ evaluation: {{metrics: [mrr], baselines: [], n_resamples: 200}}
     assert set(boards["ha"]["n_queries"]) == {"bm25-oracle", "student-init"}
 
 
+def test_a_zero_shot_language_gets_its_own_trend_through_its_neighbours_students(tmp_path, tiny_bert_dir,
+                                                                                  tiny_bert_dir_48):
+    """``trend.zero_shot``: ha (no pairs here) is read through sw's student, in zero-shot.*, not in trend.*."""
+    config = tmp_path / "study.yaml"
+    config.write_text(f"""
+name: zero-shot
+output_dir: {tmp_path / "out"}
+teacher: {tiny_bert_dir}
+collections: [{{name: ntrex, split: test, languages: [sw, ha]}}]
+systems: [bm25-oracle]
+students:
+  - {{name: sw-kd, method: kd, backbone: {tiny_bert_dir_48}, languages: [sw], max_pairs: 24, evaluate_on: [sw, ha],
+      options: {{max_steps: 1, batch_size: 8}}}}
+dev_pairs: 8
+hits: 3
+evaluation: {{metrics: [mrr], baselines: [], n_resamples: 200,
+             trend: {{start: student-init, methods: ['{{lang}}-kd'], zero_shot: {{ha: sw}}}}}}
+""", encoding="utf-8")
+    run_study(load_config(config), cache_root=tmp_path / "cache")
+    out = tmp_path / "out" / "trend"
+    trained, zero_shot = (json.loads((out / f"{stem}.json").read_text(encoding="utf-8")) for stem in ("trend", "zero-shot"))
+    assert trained["languages"] == ["sw"] and zero_shot["languages"] == ["ha"]
+    (row,) = zero_shot["rows"]
+    assert (row["treatment_system"], row["control_system"]) == ("sw-kd", "student-init")
+    board = json.loads((tmp_path / "out" / "leaderboards" / "ntrex-ha.json").read_text(encoding="utf-8"))
+    assert row["treatment_mean"] == pytest.approx(board["means"]["sw-kd"]["mrr"])
+    assert row["start_mean"] == pytest.approx(board["means"]["student-init"]["mrr"])
+    assert (out / "zero-shot.png").stat().st_size > 1000
+
+
 def test_a_collection_whose_corpus_is_a_directory_of_parts_runs(tmp_path, tiny_bert_dir):
     """lafand-x's corpus is a directory of gzipped parts: the runs' data hash reads the directory's files (it used
     to fail on it, after every student had trained)."""

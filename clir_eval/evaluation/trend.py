@@ -526,12 +526,15 @@ def trend_from_results(
     languages: Sequence[str] | None = None,
     config: TrendConfig = TrendConfig(),
     trec_eval_version: int | None = None,
+    via: Mapping[str, str] | None = None,
 ) -> TrendAnalysis:
     """Read the runs a trend needs from a results directory, evaluate ``metric`` and analyse them.
 
     ``start`` and ``methods`` are ``[LABEL=]TEMPLATE`` (see :func:`parse_system`); a template's ``{lang}`` is
-    each language's code. ``contrasts`` are ``TREATMENT:CONTROL`` labels. Every system is looked up before any
-    run is read: what is missing raises :class:`TrendInputError`, one line per (language, system).
+    each language's code, or the code ``via`` gives it: ``via={"am": "ha"}`` reads ``ha-kd`` on am's queries
+    (a zero-shot language through the students of a trained one). ``contrasts`` are ``TREATMENT:CONTROL``
+    labels. Every system is looked up before any run is read: what is missing raises
+    :class:`TrendInputError`, one line per (language, system).
     """
     from clir_eval.collections.readers import read_qrels
     from clir_eval.evaluation.evaluate import DEFAULT_TREC_EVAL_VERSION, evaluate_runs, qrels_from_records
@@ -568,12 +571,14 @@ def trend_from_results(
         if lang not in present:
             continue
         found[lang] = {}
+        code = (via or {}).get(lang, lang)
         for label, template in specs:
-            system = resolve(template, lang)
+            system = resolve(template, code)
             if (lang, system) in entries:
                 found[lang][label] = system
             else:
-                problems.append(f"{results.root}: no run {system!r} for {collection}/{lang} (from {template!r}); "
+                source = f"{template!r}" + (f" via {code!r}" if code != lang else "")
+                problems.append(f"{results.root}: no run {system!r} for {collection}/{lang} (from {source}); "
                                 "restrict the languages with --lang")
     if problems:
         raise TrendInputError(problems)
@@ -590,7 +595,11 @@ def trend_from_results(
         result = evaluate_runs(qrels, {e.system: read_run(e.path) for e in runs}, [metric], trec_eval_version=version)
         name = result.metrics[0]
         scores[lang] = {label: result.per_query[system][name] for label, system in by_label.items()}
+    title = f"{collection}: {name} gain against {specs[0][0]}, across languages"
+    routes = [f"{lang} through {code}" for lang, code in (via or {}).items() if lang in found and code != lang]
+    if routes:
+        title += f" (zero-shot: {', '.join(routes)})"
     return trend_analysis(
         scores, start=specs[0][0], methods=labels[1:], contrasts=parsed, metric=name, config=config,
-        systems=found, title=f"{collection}: {name} gain against {specs[0][0]}, across languages",
+        systems=found, title=title,
     )

@@ -146,14 +146,24 @@ class _Checker:
             if lang not in studied:
                 self.problems.append(("evaluation.trend.languages", f"{lang!r} is not a language of the study "
                                                                     f"({', '.join(studied)})"))
+        for lang in trend.zero_shot:
+            if lang not in studied:
+                self.problems.append(("evaluation.trend.zero_shot", f"{lang!r} is not a language of the study "
+                                                                    f"({', '.join(studied)})"))
+        # (language, the code {lang} stands for there): the trend's own, then the zero-shot ones
+        routes = [(lang, lang) for lang in trend.languages or studied if lang not in trend.zero_shot]
+        zero_shot = [(lang, code) for lang, code in trend.zero_shot.items() if lang in studied]
         for key, spec in [("start", trend.start)] + [(f"methods[{i}]", m) for i, m in enumerate(trend.methods)]:
             template = parse_system(spec)[1]
-            missing = [lang for lang in trend.languages or studied if resolve(template, lang) not in names]
-            if missing:
-                self.problems.append((f"evaluation.trend.{key}", f"{template!r} names no system of the study on "
-                                                                 f"{', '.join(missing)} (e.g. "
-                                                                 f"{resolve(template, missing[0])!r}); "
-                                                                 "restrict evaluation.trend.languages"))
+            for where, pairs in (("languages", routes), ("zero_shot", zero_shot)):
+                missing = [(lang, resolve(template, code)) for lang, code in pairs
+                           if names.get(resolve(template, code)) not in config.systems_on(lang)]
+                if missing:
+                    self.problems.append((f"evaluation.trend.{key}", f"{template!r} names no system of the study "
+                                                                     "that searches "
+                                                                     + ", ".join(f"{lang} ({system!r})"
+                                                                                 for lang, system in missing)
+                                                                     + f"; restrict evaluation.trend.{where}"))
         self.check("evaluation.trend.metric", lambda: parse_metric(trend.metric))
 
     def metrics(self, config: ExperimentConfig) -> None:

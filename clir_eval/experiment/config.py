@@ -90,7 +90,9 @@ class TrendSpec:
 
     ``start``/``methods``: ``[LABEL=]NAME`` with ``{lang}`` for each language's code (``{lang}-kd``);
     ``contrasts``: ``TREATMENT:CONTROL`` labels (``kd+ot:kd``); ``languages``: default every language of the
-    collection; ``collection``: needed only when the study has several.
+    collection; ``collection``: needed only when the study has several. ``zero_shot``: ``{lang: trained}``, a
+    second analysis (``zero-shot.*``) of languages without training pairs, each read through the students of
+    one trained language (``{lang}-kd`` is ``ha-kd`` on am for ``{am: ha}``), against the same start.
     """
 
     start: str
@@ -99,11 +101,15 @@ class TrendSpec:
     metric: str = "mrr"
     languages: tuple[str, ...] = ()
     collection: str | None = None
+    zero_shot: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from clir_eval.evaluation.trend import parse_contrast, parse_system
 
-        problems = []
+        problems = [("zero_shot", f"{lang!r} is read through itself; a zero-shot language needs another's "
+                                  "students") for lang, code in self.zero_shot.items() if lang == code]
+        problems += [("zero_shot", f"{lang!r} is in both languages and zero_shot") for lang in self.zero_shot
+                     if lang in self.languages]
         labels = []
         for key, spec in [("start", self.start)] + [("methods", m) for m in self.methods]:
             try:

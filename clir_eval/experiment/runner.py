@@ -550,14 +550,22 @@ class StudyRunner:
         spec, evaluation = self.config.evaluation.trend, self.config.evaluation
         config = TrendConfig(test=evaluation.test, correction=evaluation.correction, alpha=evaluation.alpha,
                              seed=evaluation.seed, n_resamples=evaluation.n_resamples)
-        analysis = trend_from_results(
-            read_results(self.output_dir), start=spec.start, methods=spec.methods, contrasts=spec.contrasts,
-            metric=spec.metric, collection=spec.collection, languages=spec.languages or None, config=config,
-            trec_eval_version=evaluation.trec_eval,
-        )
+        languages = spec.languages or None
+        if spec.zero_shot and languages is None:  # the zero-shot languages have their own analysis
+            studied = [lang for ref in self.config.collections if spec.collection in (None, ref.name)
+                       for lang in ref.languages]
+            languages = [lang for lang in dict.fromkeys(studied) if lang not in spec.zero_shot]
+        results = read_results(self.output_dir)
+        common = dict(start=spec.start, methods=spec.methods, contrasts=spec.contrasts, metric=spec.metric,
+                      collection=spec.collection, config=config, trec_eval_version=evaluation.trec_eval)
+        analyses = {"trend": trend_from_results(results, languages=languages, **common)}
+        if spec.zero_shot:
+            analyses["zero-shot"] = trend_from_results(results, languages=list(spec.zero_shot), via=spec.zero_shot,
+                                                       **common)
         with staged_outputs(out_dir) as stage:
-            analysis.save(stage)
-            save_figure(trend_figure(analysis), stage / "trend")
+            for stem, analysis in analyses.items():
+                analysis.save(stage, stem=stem)
+                save_figure(trend_figure(analysis), stage / stem)
 
     def _gaps(self, report: Any, out_dir: Path) -> None:
         from clir_eval.evaluation.plots import gap_figure, save_figure
