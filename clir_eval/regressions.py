@@ -73,10 +73,15 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class SystemEntry:
-    """One system of a spec: the name of its tolerance and extra arguments for its command (``{args}``)."""
+    """One system of a spec: the name of its tolerance, extra arguments for its command (``{args}``) and the
+    languages it runs on (a per-language student of a study; empty: every language of the spec)."""
 
     tolerance: str
     args: str = ""
+    languages: tuple[str, ...] = ()
+
+    def runs_on(self, lang: str) -> bool:
+        return not self.languages or lang in self.languages
 
 
 @dataclass(frozen=True)
@@ -129,12 +134,18 @@ class RegressionSpec:
             if entry.tolerance not in self.tolerances:
                 raise ValueError(f"systems.{name}.tolerance: {entry.tolerance!r} is not one of the tolerances "
                                  f"({', '.join(self.tolerances)})")
+            unknown = [lang for lang in entry.languages if lang not in self.languages]
+            if unknown:
+                raise ValueError(f"systems.{name}.languages: {unknown} not in languages {list(self.languages)}")
         for lang, by_system in self.expected.items():
             if lang not in self.languages:
                 raise ValueError(f"expected.{lang}: {lang!r} is not in languages {list(self.languages)}")
             for system in by_system:
                 if system not in self.systems:
                     raise ValueError(f"expected.{lang}.{system}: {system!r} is not in systems")
+                if not self.systems[system].runs_on(lang):
+                    raise ValueError(f"expected.{lang}.{system}: {system!r} runs only on "
+                                     f"{list(self.systems[system].languages)}")
         if self.ci is not None:
             for key, values, valid in (("languages", self.ci.languages, self.languages),
                                        ("systems", self.ci.systems, tuple(self.systems))):
@@ -155,13 +166,14 @@ class RegressionSpec:
 
     def entries(self, languages: tuple[str, ...] = (), systems: tuple[str, ...] = (),
                 ci: bool = False) -> list[tuple[str, str]]:
-        """``(lang, system)`` pairs selected (languages x systems, filtered; ``ci`` = the CI subset only)."""
+        """``(lang, system)`` pairs selected (languages x systems, filtered, each system on its own languages;
+        ``ci`` = the CI subset only)."""
         langs = self.ci.languages if ci and self.ci else self.languages
         names = self.ci.systems if ci and self.ci else tuple(self.systems)
         if ci and self.ci is None:
             return []
         return [(lang, system) for lang in langs if not languages or lang in languages
-                for system in names if not systems or system in systems]
+                for system in names if (not systems or system in systems) and self.systems[system].runs_on(lang)]
 
     def expected_for(self, lang: str, system: str) -> Expected | None:
         return self.expected.get(lang, {}).get(system)

@@ -93,6 +93,10 @@ def test_compare_is_exact_to_four_decimals_plus_tolerance():
     ({"metrics": ["mrr", "ndcg@x"]}, "metrics", "metrics"),
     ({"tolerances": {"exact": {"value": 0.0, "why": ""}}}, "justification", "tolerances"),
     ({"expected": {"sw": {"teacher": None}}}, "'teacher' is not in systems", "expected"),
+    ({"systems": {"bm25-oracle": {"tolerance": "exact", "languages": ["en"]}}},
+     "systems.bm25-oracle.languages: ['en'] not in languages", "systems"),
+    ({"languages": ["sw", "en"], "systems": {"bm25-oracle": {"tolerance": "exact", "languages": ["sw"]}},
+      "expected": {"en": {"bm25-oracle": None}}}, "'bm25-oracle' runs only on ['sw']", "expected"),
 ])
 def test_bad_specs_name_file_line_and_key(tiny, changes, key, line_of):
     _rewrite(tiny["spec"], **changes)
@@ -118,6 +122,19 @@ def test_selections_that_name_nothing_are_refused(tiny, args, message):
     _rewrite(tiny["spec"], ci=None)
     result = CliRunner().invoke(app, ["regressions", str(tiny["spec"]), "--ci"])
     assert result.exit_code == 2 and "nothing selected" in result.output
+
+
+def test_a_system_with_languages_is_run_and_recorded_only_on_them(tiny):
+    """A per-language student of a study: its spec entry names its languages; no run is asked of it elsewhere."""
+    _rewrite(tiny["spec"], languages=["sw", "en"],
+             systems={"bm25-oracle": {"tolerance": "exact"}, "bm25-psq": {"tolerance": "exact", "languages": ["en"]}})
+    spec = load_spec(tiny["spec"], check_data=False)
+    assert spec.entries() == [("sw", "bm25-oracle"), ("en", "bm25-oracle"), ("en", "bm25-psq")]
+    assert spec.entries(systems=("bm25-psq",)) == [("en", "bm25-psq")]
+    result = CliRunner().invoke(app, ["regressions", str(tiny["spec"]), "--runs-dir", str(tiny["root"] / "runs")])
+    assert result.exit_code == 0, result.output
+    rows = [line.split()[:2] for line in result.output.splitlines() if line.strip().startswith(("sw ", "en "))]
+    assert ["sw", "bm25-psq"] not in rows and ["en", "bm25-psq"] in rows
 
 
 def test_unrecorded_entries_are_reported_not_run(tiny):
