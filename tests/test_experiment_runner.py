@@ -248,23 +248,30 @@ def test_evaluation_trend_is_written_by_the_evaluate_step(study):
     assert manifest["trend"]["contrasts"] == ["ot:kd"]
 
 
-def test_a_student_is_searched_only_on_its_evaluate_on_languages(tmp_path, tiny_bert_dir, tiny_bert_dir_48):
-    """A per-language student (evaluate_on) has runs in its languages only; the other tables go on without it."""
+def sw_student_study(tmp_path, teacher, backbone, evaluate_on: str, trend: str = ""):
+    """NTREX sw and ha test, bm25-oracle, and one sw student searched on ``evaluate_on`` (a YAML list)."""
     config = tmp_path / "study.yaml"
+    trend_key = f", trend: {trend}" if trend else ""
     config.write_text(f"""
 name: evaluate-on
 output_dir: {tmp_path / "out"}
-teacher: {tiny_bert_dir}
+teacher: {teacher}
 collections: [{{name: ntrex, split: test, languages: [sw, ha]}}]
 systems: [bm25-oracle]
 students:
-  - {{name: sw-kd, method: kd, backbone: {tiny_bert_dir_48}, languages: [sw], max_pairs: 24, evaluate_on: [sw],
+  - {{name: sw-kd, method: kd, backbone: {backbone}, languages: [sw], max_pairs: 24, evaluate_on: {evaluate_on},
       options: {{max_steps: 1, batch_size: 8}}}}
 dev_pairs: 8
 hits: 3
-evaluation: {{metrics: [mrr], baselines: [], n_resamples: 200}}
+evaluation: {{metrics: [mrr], baselines: [], n_resamples: 200{trend_key}}}
 """, encoding="utf-8")
-    run_study(load_config(config), cache_root=tmp_path / "cache")
+    return load_config(config)
+
+
+def test_a_student_is_searched_only_on_its_evaluate_on_languages(tmp_path, tiny_bert_dir, tiny_bert_dir_48):
+    """A per-language student (evaluate_on) has runs in its languages only; the other tables go on without it."""
+    run_study(sw_student_study(tmp_path, tiny_bert_dir, tiny_bert_dir_48, evaluate_on="[sw]"),
+              cache_root=tmp_path / "cache")
     runs = tmp_path / "out" / "runs" / "ntrex"
     assert (runs / "sw" / "sw-kd.run").is_file() and not (runs / "ha" / "sw-kd.run").exists()
     boards = {lang: json.loads((tmp_path / "out" / "leaderboards" / f"ntrex-{lang}.json").read_text(encoding="utf-8"))
@@ -276,22 +283,9 @@ evaluation: {{metrics: [mrr], baselines: [], n_resamples: 200}}
 def test_a_zero_shot_language_gets_its_own_trend_through_its_neighbours_students(tmp_path, tiny_bert_dir,
                                                                                   tiny_bert_dir_48):
     """``trend.zero_shot``: ha (no pairs here) is read through sw's student, in zero-shot.*, not in trend.*."""
-    config = tmp_path / "study.yaml"
-    config.write_text(f"""
-name: zero-shot
-output_dir: {tmp_path / "out"}
-teacher: {tiny_bert_dir}
-collections: [{{name: ntrex, split: test, languages: [sw, ha]}}]
-systems: [bm25-oracle]
-students:
-  - {{name: sw-kd, method: kd, backbone: {tiny_bert_dir_48}, languages: [sw], max_pairs: 24, evaluate_on: [sw, ha],
-      options: {{max_steps: 1, batch_size: 8}}}}
-dev_pairs: 8
-hits: 3
-evaluation: {{metrics: [mrr], baselines: [], n_resamples: 200,
-             trend: {{start: student-init, methods: ['{{lang}}-kd'], zero_shot: {{ha: sw}}}}}}
-""", encoding="utf-8")
-    run_study(load_config(config), cache_root=tmp_path / "cache")
+    trend = "{start: student-init, methods: ['{lang}-kd'], zero_shot: {ha: sw}}"
+    run_study(sw_student_study(tmp_path, tiny_bert_dir, tiny_bert_dir_48, evaluate_on="[sw, ha]", trend=trend),
+              cache_root=tmp_path / "cache")
     out = tmp_path / "out" / "trend"
     trained, zero_shot = (json.loads((out / f"{stem}.json").read_text(encoding="utf-8")) for stem in ("trend", "zero-shot"))
     assert trained["languages"] == ["sw"] and zero_shot["languages"] == ["ha"]

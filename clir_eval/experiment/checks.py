@@ -141,7 +141,7 @@ class _Checker:
             self.problems.append(("evaluation.trend.collection",
                                   f"{trend.collection!r} is not a collection of the study ({known})"))
             return
-        studied = list(dict.fromkeys(lang for ref in refs for lang in ref.languages))
+        studied = trend.studied(config.collections)
         for lang in trend.languages:
             if lang not in studied:
                 self.problems.append(("evaluation.trend.languages", f"{lang!r} is not a language of the study "
@@ -151,7 +151,7 @@ class _Checker:
                 self.problems.append(("evaluation.trend.zero_shot", f"{lang!r} is not a language of the study "
                                                                     f"({', '.join(studied)})"))
         # (language, the code {lang} stands for there): the trend's own, then the zero-shot ones
-        routes = [(lang, lang) for lang in trend.languages or studied if lang not in trend.zero_shot]
+        routes = [(lang, lang) for lang in trend.trained_languages(config.collections)]
         zero_shot = [(lang, code) for lang, code in trend.zero_shot.items() if lang in studied]
         for key, spec in [("start", trend.start)] + [(f"methods[{i}]", m) for i, m in enumerate(trend.methods)]:
             template = parse_system(spec)[1]

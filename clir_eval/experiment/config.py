@@ -7,6 +7,7 @@ system names and output paths come from it, never from code.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from importlib.resources import files
 from pathlib import Path
@@ -102,6 +103,15 @@ class TrendSpec:
     languages: tuple[str, ...] = ()
     collection: str | None = None
     zero_shot: dict[str, str] = field(default_factory=dict)
+
+    def studied(self, collections: Sequence[CollectionRef]) -> tuple[str, ...]:
+        """The languages of the collection(s) the trend reads, in config order."""
+        return tuple(dict.fromkeys(lang for ref in collections if self.collection in (None, ref.name)
+                                   for lang in ref.languages))
+
+    def trained_languages(self, collections: Sequence[CollectionRef]) -> tuple[str, ...]:
+        """The languages of ``trend.*``: ``languages``, else every studied one but the zero-shot ones."""
+        return self.languages or tuple(lang for lang in self.studied(collections) if lang not in self.zero_shot)
 
     def __post_init__(self) -> None:
         from clir_eval.evaluation.trend import parse_contrast, parse_system

@@ -550,15 +550,12 @@ class StudyRunner:
         spec, evaluation = self.config.evaluation.trend, self.config.evaluation
         config = TrendConfig(test=evaluation.test, correction=evaluation.correction, alpha=evaluation.alpha,
                              seed=evaluation.seed, n_resamples=evaluation.n_resamples)
-        languages = spec.languages or None
-        if spec.zero_shot and languages is None:  # the zero-shot languages have their own analysis
-            studied = [lang for ref in self.config.collections if spec.collection in (None, ref.name)
-                       for lang in ref.languages]
-            languages = [lang for lang in dict.fromkeys(studied) if lang not in spec.zero_shot]
         results = read_results(self.output_dir)
         common = dict(start=spec.start, methods=spec.methods, contrasts=spec.contrasts, metric=spec.metric,
                       collection=spec.collection, config=config, trec_eval_version=evaluation.trec_eval)
-        analyses = {"trend": trend_from_results(results, languages=languages, **common)}
+        # the zero-shot languages have their own analysis
+        analyses = {"trend": trend_from_results(results, languages=spec.trained_languages(self.config.collections),
+                                                **common)}
         if spec.zero_shot:
             analyses["zero-shot"] = trend_from_results(results, languages=list(spec.zero_shot), via=spec.zero_shot,
                                                        **common)
