@@ -100,19 +100,22 @@ def make_light_model(path: Path, layers: int) -> Path:
 
 def timed(command: list[str], env: dict[str, str], kill_after: float | None = None) -> tuple[float, float, int]:
     """``(seconds, peak RSS in GiB, exit code)`` of one subprocess (killed with SIGKILL after ``kill_after`` s)."""
+    # stderr (the command's progress lines) goes to a file, not a pipe: a build of many minutes logs more than a
+    # pipe holds, and a child blocked on a full pipe would hang the benchmark. `tail -f` it to watch a long step.
+    log = Path(tempfile.gettempdir()) / "bench_dense_scale.stderr.log"
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if kill_after is not None:
-        try:
-            process.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-    _, status, usage = os.wait4(process.pid, 0)
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        if kill_after is not None:
+            try:
+                process.wait(timeout=kill_after)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+        _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
-    stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, -signal.SIGKILL):
-        print(stderr[-3000:], file=sys.stderr)
+        print(log.read_text(encoding="utf-8", errors="replace")[-3000:], file=sys.stderr)
         raise SystemExit(f"failed ({code}): {' '.join(command)}")
     return seconds, usage.ru_maxrss / 2**20, code
 

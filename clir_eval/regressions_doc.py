@@ -11,6 +11,12 @@ The BEGIN line names one or more specs (``regressions/<name>.yaml``, read with
 :func:`clir_eval.regressions.load_spec`), each optionally followed by ``:system,system`` to pick and order its rows,
 and ``metric=`` (default ``mrr``). :func:`render_page` rewrites every block's body from the specs' expected scores;
 :func:`stale_blocks` says which committed bodies differ from what the specs give (the docs test uses it).
+
+A study with one student per language (``ha-kd``, ``ig-kd``, ...) reads best as one row per method: a system
+written ``{lang}-kd`` fills each language's cell from that language's own system, and ``via=am:ha,rw:lg`` reads a
+zero-shot language through another language's students (am's cell is ``ha-kd`` on am's queries)::
+
+    <!-- BEGIN GENERATED: regressions/low-resource.yaml:teacher,{lang}-kd via=am:ha,rw:lg -->
 """
 
 from __future__ import annotations
@@ -39,19 +45,32 @@ class Block:
 
     sources: tuple[Source, ...]
     metric: str = "mrr"
+    via: tuple[tuple[str, str], ...] = ()  # (language, the language whose students it is read through)
+
+    def system_for(self, row: str, lang: str) -> str:
+        """The spec system that fills ``row``'s cell for ``lang``: ``row`` itself, or a ``{lang}`` row filled in."""
+        return row.replace("{lang}", dict(self.via).get(lang, lang))
 
 
 def parse_marker(args: str) -> Block:
-    """The block a BEGIN line's arguments describe (``spec[:sys,sys] ... [metric=M]``).
+    """The block a BEGIN line's arguments describe (``spec[:sys,sys] ... [metric=M] [via=L:M,...]``).
 
     Raises:
-        SpecError: an argument that is neither a spec nor ``metric=``.
+        SpecError: an argument that is neither a spec, ``metric=`` nor ``via=<language>:<language>,...``.
     """
     sources: list[Source] = []
     metric = "mrr"
+    via: list[tuple[str, str]] = []
     for token in args.split():
         if token.startswith("metric="):
             metric = token.removeprefix("metric=")
+            continue
+        if token.startswith("via="):
+            for pair in token.removeprefix("via=").split(","):
+                lang, sep, through = pair.partition(":")
+                if not (sep and lang and through):
+                    raise SpecError(f"generated block {args!r}: {pair!r} in via= is not <language>:<language>")
+                via.append((lang, through))
             continue
         match = _SPEC.match(token)
         if match is None:
@@ -61,7 +80,7 @@ def parse_marker(args: str) -> Block:
         sources.append(Source(match["name"], systems))
     if not sources:
         raise SpecError(f"generated block {args!r}: names no spec")
-    return Block(tuple(sources), metric)
+    return Block(tuple(sources), metric, tuple(via))
 
 
 def render_table(block: Block) -> str:
@@ -70,7 +89,8 @@ def render_table(block: Block) -> str:
     specs: list[tuple[RegressionSpec, tuple[str, ...]]] = []
     for source in block.sources:
         spec = load_spec(source.spec, check_data=False)
-        unknown = [s for s in source.systems if s not in spec.systems]
+        unknown = [s for s in source.systems
+                   if not any(block.system_for(s, lang) in spec.systems for lang in spec.languages)]
         if unknown:
             raise SpecError(f"{spec.path}: generated block asks for {unknown}, not in systems "
                             f"({', '.join(spec.systems)})")
@@ -85,7 +105,7 @@ def render_table(block: Block) -> str:
         for system in systems:
             cells = []
             for lang in languages:
-                expected = spec.expected_for(lang, system)
+                expected = spec.expected_for(lang, block.system_for(system, lang))
                 value = expected.scores.get(block.metric) if expected else None
                 cells.append("—" if value is None else f"{value:.4f}")
             label = f"{system} ({spec.name})" if several else system

@@ -49,6 +49,40 @@ def test_a_block_naming_an_unknown_system_or_metric_is_an_error():
         render_page("<!-- BEGIN GENERATED: regressions/ntrex.yaml metric=map@5 -->\n<!-- END GENERATED -->\n")
 
 
+def test_a_lang_row_reads_each_languages_own_student_and_zero_shot_ones_through_via(tmp_path, monkeypatch):
+    """``{lang}-kd`` is one row for the per-language students; via=am:ha fills am's cell with ha-kd on am."""
+    import clir_eval.regressions as regressions
+    from clir_eval.regressions import SpecError
+    from clir_eval.regressions_doc import render_page
+
+    def entry(mrr):
+        return {"scores": {"mrr": mrr}, "date": "2026-12-06", "commit": "x", "versions": {}}
+
+    import yaml
+
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({
+        "description": "a per-language study", "collection": "ntrex", "split": "test", "command": "clir-eval run x.yaml --output-dir {out}",
+        "run": "{out}/{lang}/{system}.run", "regenerate": "clir-eval regressions study --record",
+        "metrics": ["mrr"], "languages": ["sw", "ha", "yo"],
+        "tolerances": {"t": {"value": 0.0, "why": "test"}},
+        "systems": {"teacher": {"tolerance": "t"}, "sw-kd": {"tolerance": "t", "languages": ["sw", "yo"]},
+                    "ha-kd": {"tolerance": "t", "languages": ["ha"]}},
+        "expected": {"sw": {"teacher": entry(0.5), "sw-kd": entry(0.61)},
+                     "ha": {"teacher": entry(0.2), "ha-kd": entry(0.33)},
+                     "yo": {"teacher": entry(0.1), "sw-kd": entry(0.17)}},
+    }), encoding="utf-8")
+    monkeypatch.setattr(regressions, "spec_dir", lambda: tmp_path)
+    page = render_page("<!-- BEGIN GENERATED: study:teacher,{lang}-kd via=yo:sw -->\n<!-- END GENERATED -->\n")
+    assert "| teacher | 0.5000 | 0.2000 | 0.1000 |" in page
+    assert "| {lang}-kd | 0.6100 | 0.3300 | 0.1700 |" in page
+    without_via = render_page("<!-- BEGIN GENERATED: study:{lang}-kd -->\n<!-- END GENERATED -->\n")
+    assert "| {lang}-kd | 0.6100 | 0.3300 | — |" in without_via  # no yo-kd, and nothing read through sw
+    with pytest.raises(SpecError, match="not in systems"):
+        render_page("<!-- BEGIN GENERATED: study:{lang}-ot -->\n<!-- END GENERATED -->\n")
+    with pytest.raises(SpecError, match="via="):
+        render_page("<!-- BEGIN GENERATED: study:{lang}-kd via=yo -->\n<!-- END GENERATED -->\n")
+
+
 def test_cli_rewrites_the_tables_of_a_page(tmp_path):
     from typer.testing import CliRunner
 

@@ -306,7 +306,8 @@ def _md_row(cells: Sequence[str]) -> str:
 
 
 def _p(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.4g}"
+    # Two significant digits: a resampled p is (k + 1) / (n + 1), and four digits print that as 0.0008999.
+    return "n/a" if math.isnan(value) else f"{value:.2g}"
 
 
 def _json_ready(row: dict) -> dict:
