@@ -22,6 +22,9 @@ Steps (``--steps``):
   English queries at 100 hits; recall@100 against flat's hits and queries/s against flat's, side by side.
 * ``speed``: encoding passages/s of the teacher with ``--threads 1`` (the old default) against all cores, in fp32 and
   bf16, interleaved, with the machine's fp32 matmul rate measured in the same run and the share of it reached.
+* ``versus``: the whole ``clir-eval index dense`` command, defaults only, against the same command of an earlier
+  commit (``--old-commit``, checked out with ``git worktree`` under the work folder), interleaved ``--rounds``
+  times; prints the median wall seconds of each and the ratio.
 
 Usage::
 
@@ -29,6 +32,7 @@ Usage::
     python benchmarks/bench_dense_scale.py --sizes 1000000 --model light --steps kinds
     python benchmarks/bench_dense_scale.py --sizes 2000 --model teacher --steps speed
     python benchmarks/bench_dense_scale.py --sizes 20000 --model light --steps resume
+    python benchmarks/bench_dense_scale.py --sizes 4000 --model teacher --steps versus --old-commit baab52f --rounds 3
 """
 
 from __future__ import annotations
@@ -98,14 +102,15 @@ def make_light_model(path: Path, layers: int) -> Path:
     return path
 
 
-def timed(command: list[str], env: dict[str, str], kill_after: float | None = None) -> tuple[float, float, int]:
+def timed(command: list[str], env: dict[str, str], kill_after: float | None = None,
+          cwd: Path = ROOT) -> tuple[float, float, int]:
     """``(seconds, peak RSS in GiB, exit code)`` of one subprocess (killed with SIGKILL after ``kill_after`` s)."""
     # stderr (the command's progress lines) goes to a file, not a pipe: a build of many minutes logs more than a
     # pipe holds, and a child blocked on a full pipe would hang the benchmark. `tail -f` it to watch a long step.
     log = Path(tempfile.gettempdir()) / "bench_dense_scale.stderr.log"
     start = time.perf_counter()
     with log.open("wb") as stderr:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         if kill_after is not None:
             try:
                 process.wait(timeout=kill_after)
@@ -152,7 +157,7 @@ def step_kinds(collection: Path, model: str, work: Path, env: dict[str, str], si
 
     from clir_eval.collections.registry import load_collection
     from clir_eval.models.pyserini_adapters import QueryEncoder
-    from clir_eval.retrieval.dense import encode_queries, search_dense, vectors_dir
+    from clir_eval.retrieval.dense import batch_search, encode_queries, open_dense_searcher, vectors_dir
 
     flat = work / "flat"
     if not (flat / "index").is_file():
@@ -161,14 +166,30 @@ def step_kinds(collection: Path, model: str, work: Path, env: dict[str, str], si
     queries = encode_queries(topics, QueryEncoder(model))
     qids = [t.qid for t in topics]
 
-    def search(index: Path, **knobs: int) -> tuple[dict, float]:
+    def search(index: Path, **knobs: int) -> tuple[dict, float, float, float]:
+        """Hits, seconds to read the index, and the median of 5 searches of every query: Faiss's own search
+        (the index's speed) and the whole path to hits (Pyserini's result objects and ours included)."""
+        from clir_eval.retrieval.faiss_index import faiss_threads
+
         start = time.perf_counter()
-        hits = search_dense(index, qids, queries, k=100, threads=threads, **knobs)
-        return hits, time.perf_counter() - start
+        searcher = open_dense_searcher(index, nprobe=knobs.get("nprobe"), ef_search=knobs.get("ef_search"))
+        load = time.perf_counter() - start
+        raw, whole = [], []
+        for _ in range(5):
+            with faiss_threads(threads):
+                start = time.perf_counter()
+                searcher.index.search(queries, 100)
+                raw.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            hits = batch_search(searcher, qids, queries, k=100, threads=threads)
+            whole.append(time.perf_counter() - start)
+        return hits, load, float(np.median(raw)), float(np.median(whole))
 
     search(flat)  # the first search starts Java (Pyserini's searcher module): not part of any index's speed
-    exact, flat_seconds = search(flat)
-    print(f"kinds  {size:>9,} docs  Flat: {len(qids) / flat_seconds:9.1f} queries/s (recall 1.000)", flush=True)
+    exact, flat_load, flat_raw, flat_whole = search(flat)
+    n = len(qids)
+    print(f"kinds  {size:>9,} docs  Flat: {n / flat_raw:7.0f} queries/s in Faiss, {n / flat_whole:7.0f} through "
+          f"search_dense (recall 1.000); read in {flat_load:.1f} s", flush=True)
     for factory in factories:
         out = work / factory.replace(",", "_")
         # Built from the flat build's kept encoding: no encoding again.
@@ -176,11 +197,12 @@ def step_kinds(collection: Path, model: str, work: Path, env: dict[str, str], si
                                               "--vectors", str(vectors_dir(flat))), env)
         size_mib = (out / "index").stat().st_size / 2**20
         for nprobe in nprobes:
-            found, elapsed = search(out, nprobe=nprobe, ef_search=nprobe)
+            found, load, raw, whole = search(out, nprobe=nprobe, ef_search=nprobe)
             recall = np.mean([len({d for d, _ in found[q]} & {d for d, _ in exact[q]}) / max(1, len(exact[q]))
                               for q in qids])
-            print(f"kinds  {size:>9,} docs  {factory:<14} nprobe/efSearch {nprobe:>4}: recall@100 {recall:.3f}, "
-                  f"{len(qids) / elapsed:9.1f} queries/s = {flat_seconds / elapsed:5.1f}x flat; build {seconds:.0f} s, "
+            print(f"kinds  {size:>9,} docs  {factory:<14} nprobe/efSearch {nprobe:>4}: recall@100 {recall:.3f}; "
+                  f"{n / raw:7.0f} queries/s in Faiss = {flat_raw / raw:5.1f}x flat, {n / whole:7.0f} through "
+                  f"search_dense = {flat_whole / whole:4.1f}x; read in {load:.1f} s; build {seconds:.0f} s, "
                   f"peak {rss:.2f} GiB, index {size_mib:,.0f} MiB", flush=True)
 
 
@@ -231,16 +253,44 @@ def step_speed(size: int, threads: int, rounds: int) -> None:
               f"{gflops:5.1f} GFLOP/s = {gflops / peak:.0%} of the fp32 matmul rate", flush=True)
 
 
+def step_versus(collection: Path, model: str, work: Path, env: dict[str, str], size: int, old_commit: str,
+                rounds: int) -> None:
+    """Today's ``clir-eval index dense`` against ``old_commit``'s, each with its defaults, in turn."""
+    import statistics
+
+    old_tree = work / f"tree-{old_commit}"
+    if not old_tree.is_dir():  # an export of the commit's files (git archive), no worktree to clean up
+        old_tree.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", old_commit], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive.stdout, check=True)
+    # The old tree may predate `python -m clir_eval`: its CLI app is called directly, run from that tree so that
+    # its package is the one imported (python -c puts the working directory first on the path).
+    old_cli = [sys.executable, "-c", "import sys; from clir_eval.cli import app; sys.argv[0] = 'clir-eval'; app()"]
+    commands = {"today": (index_command(collection, model, work / "versus-today"), env),
+                old_commit: ([*old_cli, *index_command(collection, model, work / "versus-old")[len(CLI):]], env)}
+    seconds: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, (command, command_env) in commands.items():
+            for out in (work / "versus-today", work / "versus-old"):
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(out.with_name(out.name + ".vectors"), ignore_errors=True)
+            seconds[name].append(timed(command, command_env, cwd=old_tree if name == old_commit else ROOT)[0])
+    today, old = (statistics.median(seconds[name]) for name in commands)
+    print(f"versus {size:,} passages: today {today:.1f} s, {old_commit} {old:.1f} s (medians of {rounds}): "
+          f"{old / today:.2f}x the old command's passages/s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000])
     parser.add_argument("--model", choices=("light", "teacher"), default="light")
     parser.add_argument("--light-layers", type=int, default=0)
-    parser.add_argument("--steps", nargs="+", default=["index"], choices=("index", "resume", "kinds", "speed"))
+    parser.add_argument("--steps", nargs="+", default=["index"], choices=("index", "resume", "kinds", "speed", "versus"))
+    parser.add_argument("--old-commit", default="baab52f", help="versus: the commit to compare with (before streaming)")
     parser.add_argument("--factory", nargs="+", default=["IVF1024,SQ8", "IVF1024,PQ64"])
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--rounds", type=int, default=2, help="speed: interleaved rounds (best kept)")
+    parser.add_argument("--rounds", type=int, default=2, help="speed, versus: interleaved rounds")
     parser.add_argument("--work", type=Path, default=None, help="keep collections and indexes here (default: temp)")
     args = parser.parse_args()
 
@@ -262,6 +312,8 @@ def main() -> None:
                 step_resume(collection, model, work, env, size)
             if "kinds" in args.steps:
                 step_kinds(collection, model, work, env, size, args.factory, args.nprobe, args.threads)
+            if "versus" in args.steps:
+                step_versus(collection, model, work, env, size, args.old_commit, args.rounds)
     finally:
         if args.work is None:
             shutil.rmtree(work_root, ignore_errors=True)

@@ -200,6 +200,20 @@ def test_factory_strings_build_ivf_and_quantised_indexes_pyserini_reads(tmp_path
     assert (tmp_path / "ivf" / "index").is_file()
 
 
+def test_hits_are_pyserinis_batch_search_hits_empty_slots_dropped(tmp_path, tiny_bert_dir, encoders):
+    """Our batch_search reads Faiss directly (no result object per hit): the hits, ids, scores and order, equal
+    Pyserini's FaissSearcher.batch_search, also where one IVF list cannot fill k and Faiss pads with id -1."""
+    _, query_vectors = _brute_force(encoders, k=3)
+    config = DenseIndexConfig(factory="IVF2,Flat", nprobe=1)
+    info = dense.build_dense_index(DOCS, str(tiny_bert_dir), tmp_path / "ivf", config, encoder=encoders[0])
+    qids = [q.qid for q in QUERIES]
+    searcher = dense.open_dense_searcher(info.path, nprobe=1)
+    ours = dense.batch_search(searcher, qids, query_vectors, k=len(DOCS))
+    theirs = searcher.batch_search(query_vectors, qids, k=len(DOCS))
+    assert ours == {q: [(hit.docid, float(hit.score)) for hit in theirs[q]] for q in qids}
+    assert any(len(hits) < len(DOCS) for hits in ours.values())  # one list probed: some slots were empty
+
+
 def test_a_bad_factory_string_fails_before_any_encoding(tmp_path, tiny_bert_dir, encoders):
     counting = _CountingEncoder(encoders[0])
     with pytest.raises(ValueError, match="IVF2,PQ5"):

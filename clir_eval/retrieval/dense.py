@@ -488,6 +488,12 @@ def search_dense(
     Returns:
         ``{qid: [(docid, score), ...]}`` best first, every qid present.
     """
+    qids, queries = _checked_queries(qids, queries, k)  # before the index is read
+    searcher = open_dense_searcher(index_dir, dim=queries.shape[1], ef_search=ef_search, nprobe=nprobe)
+    return batch_search(searcher, qids, queries, k=k, threads=threads)
+
+
+def _checked_queries(qids: Sequence[str], queries: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     qids = [str(q) for q in qids]
@@ -496,9 +502,19 @@ def search_dense(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if queries.ndim != 2 or queries.shape[0] != len(qids):
         raise ValueError(f"queries must be (len(qids)={len(qids)}, d), got shape {queries.shape}")
+    return qids, queries
+
+
+def open_dense_searcher(index_dir: str | os.PathLike, dim: int | None = None, ef_search: int | None = None,
+                        nprobe: int | None = None) -> Any:
+    """Pyserini's ``FaissSearcher`` on ``index_dir`` (the index read into memory once) with its search knobs set.
+
+    Raises:
+        ValueError: ``dim`` is not the index's dimension.
+    """
     meta = read_index_meta(index_dir)
-    if meta is not None and meta.dim != queries.shape[1]:
-        raise ValueError(f"{index_dir} holds {meta.dim}-d vectors of {meta.model}, queries are {queries.shape[1]}-d")
+    if dim is not None and meta is not None and meta.dim != dim:
+        raise ValueError(f"{index_dir} holds {meta.dim}-d vectors of {meta.model}, queries are {dim}-d")
     from clir_eval.jvm import ensure_jvm
 
     ensure_jvm()  # pyserini.search.faiss imports the Lucene searcher, which needs Java
@@ -506,12 +522,25 @@ def search_dense(
 
     searcher = FaissSearcher(str(index_dir), None)
     set_search_params(searcher.index, nprobe=nprobe, ef_search=ef_search)
+    return searcher
+
+
+def batch_search(searcher: Any, qids: Sequence[str], queries: np.ndarray, k: int = 1000, threads: int = 1) -> Hits:
+    """Top-``k`` hits per query from a searcher of :func:`open_dense_searcher` (see :func:`search_dense`).
+
+    The same hits as Pyserini's ``FaissSearcher.batch_search`` (its index, its docids, Faiss's order; a slot
+    Faiss leaves empty, id -1, dropped), without its one result object per hit: at 1M documents that object
+    building took up to three times as long as the search itself (docs/benchmarks.md, compressed indexes).
+    """
+    qids, queries = _checked_queries(qids, queries, k)
     if not qids:
         return {}
-    # batch_search calls faiss.omp_set_num_threads(threads) itself and leaves it so.
     with faiss_threads(threads):
-        found = searcher.batch_search(queries, qids, k=min(k, searcher.num_docs), threads=threads)
-    return {qid: [(hit.docid, float(hit.score)) for hit in found[qid]] for qid in qids}
+        scores, rows = searcher.index.search(queries, min(k, searcher.num_docs))
+    docids = np.asarray(searcher.docids, dtype=object)
+    names = docids[np.maximum(rows, 0)].tolist()
+    scores, found = scores.tolist(), (rows >= 0).tolist()
+    return {qid: [(d, s) for d, s, ok in zip(names[i], scores[i], found[i]) if ok] for i, qid in enumerate(qids)}
 
 
 def write_encoded_queries(directory: str | os.PathLike, texts: Sequence[str], vectors: np.ndarray) -> Path:
