@@ -61,7 +61,8 @@ def test_a_lang_row_reads_each_languages_own_student_and_zero_shot_ones_through_
     import yaml
 
     (tmp_path / "study.yaml").write_text(yaml.safe_dump({
-        "description": "a per-language study", "collection": "ntrex", "split": "test", "command": "clir-eval run x.yaml --output-dir {out}",
+        "description": "a per-language study", "collection": "ntrex", "split": "test",
+        "command": "clir-eval run x.yaml --output-dir {out}",
         "run": "{out}/{lang}/{system}.run", "regenerate": "clir-eval regressions study --record",
         "metrics": ["mrr"], "languages": ["sw", "ha", "yo"],
         "tolerances": {"t": {"value": 0.0, "why": "test"}},

@@ -490,7 +490,7 @@ def search_dense(
     """
     qids, queries = _checked_queries(qids, queries, k)  # before the index is read
     searcher = open_dense_searcher(index_dir, dim=queries.shape[1], ef_search=ef_search, nprobe=nprobe)
-    return batch_search(searcher, qids, queries, k=k, threads=threads)
+    return _search(searcher, qids, queries, k, threads)
 
 
 def _checked_queries(qids: Sequence[str], queries: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
@@ -533,14 +533,17 @@ def batch_search(searcher: Any, qids: Sequence[str], queries: np.ndarray, k: int
     building took up to three times as long as the search itself (docs/benchmarks.md, compressed indexes).
     """
     qids, queries = _checked_queries(qids, queries, k)
+    return _search(searcher, qids, queries, k, threads)
+
+
+def _search(searcher: Any, qids: list[str], queries: np.ndarray, k: int, threads: int) -> Hits:
     if not qids:
         return {}
     with faiss_threads(threads):
         scores, rows = searcher.index.search(queries, min(k, searcher.num_docs))
-    docids = np.asarray(searcher.docids, dtype=object)
-    names = docids[np.maximum(rows, 0)].tolist()
-    scores, found = scores.tolist(), (rows >= 0).tolist()
-    return {qid: [(d, s) for d, s, ok in zip(names[i], scores[i], found[i]) if ok] for i, qid in enumerate(qids)}
+    docids = searcher.docids  # looked up per hit: no pass over the whole corpus's ids per search
+    return {qid: [(docids[r], s) for r, s in zip(row, score) if r >= 0]
+            for qid, row, score in zip(qids, rows.tolist(), scores.tolist())}
 
 
 def write_encoded_queries(directory: str | os.PathLike, texts: Sequence[str], vectors: np.ndarray) -> Path:
