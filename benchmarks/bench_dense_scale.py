@@ -19,7 +19,8 @@ Steps (``--steps``):
 * ``resume``: the same build killed (SIGKILL) at about half its time, then run again; prints the rerun's time as a
   fraction of an uninterrupted build and whether the vectors are identical.
 * ``kinds``: IVF/PQ/SQ/HNSW indexes built from the kept vectors (``--factory`` strings), each searched for the NTREX
-  English queries at 100 hits; recall@100 against flat's hits and queries/s against flat's, side by side.
+  English queries at 100 hits; recall@100 against flat's hits and queries/s against flat's, side by side. A refined
+  index (``IVF4096,PQ64x4fs,Refine(SQ8)``) is searched at each ``--k-factor`` too (candidates re-scored per hit).
 * ``speed``: encoding passages/s of the teacher with ``--threads 1`` (the old default) against all cores, in fp32 and
   bf16, interleaved, with the machine's fp32 matmul rate measured in the same run and the share of it reached.
 * ``versus``: the whole ``clir-eval index dense`` command, defaults only, against the same command of an earlier
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import random
@@ -152,7 +154,8 @@ def step_resume(collection: Path, model: str, work: Path, env: dict[str, str], s
 
 
 def step_kinds(collection: Path, model: str, work: Path, env: dict[str, str], size: int, factories: list[str],
-               nprobes: list[int], threads: int) -> None:
+               nprobes: list[int], threads: int, k_factors: list[int]) -> None:
+    import faiss
     import numpy as np
 
     from clir_eval.collections.registry import load_collection
@@ -172,7 +175,8 @@ def step_kinds(collection: Path, model: str, work: Path, env: dict[str, str], si
         from clir_eval.retrieval.faiss_index import faiss_threads
 
         start = time.perf_counter()
-        searcher = open_dense_searcher(index, nprobe=knobs.get("nprobe"), ef_search=knobs.get("ef_search"))
+        searcher = open_dense_searcher(index, nprobe=knobs.get("nprobe"), ef_search=knobs.get("ef_search"),
+                                       k_factor=knobs.get("k_factor"))
         load = time.perf_counter() - start
         raw, whole = [], []
         for _ in range(5):
@@ -196,11 +200,14 @@ def step_kinds(collection: Path, model: str, work: Path, env: dict[str, str], si
         seconds, rss, _ = timed(index_command(collection, model, out, "--factory", factory, "--keep-vectors",
                                               "--vectors", str(vectors_dir(flat))), env)
         size_mib = (out / "index").stat().st_size / 2**20
-        for nprobe in nprobes:
-            found, load, raw, whole = search(out, nprobe=nprobe, ef_search=nprobe)
+        refined = isinstance(faiss.downcast_index(faiss.read_index(str(out / "index"), faiss.IO_FLAG_MMAP)),
+                             faiss.IndexRefine)
+        for nprobe, k_factor in itertools.product(nprobes, k_factors if refined else [None]):
+            found, load, raw, whole = search(out, nprobe=nprobe, ef_search=nprobe, k_factor=k_factor)
             recall = np.mean([len({d for d, _ in found[q]} & {d for d, _ in exact[q]}) / max(1, len(exact[q]))
                               for q in qids])
-            print(f"kinds  {size:>9,} docs  {factory:<14} nprobe/efSearch {nprobe:>4}: recall@100 {recall:.3f}; "
+            knob = f"nprobe/efSearch {nprobe:>4}" + (f", k_factor {k_factor:>2}" if k_factor else "")
+            print(f"kinds  {size:>9,} docs  {factory:<14} {knob}: recall@100 {recall:.3f}; "
                   f"{n / raw:7.0f} queries/s in Faiss = {flat_raw / raw:5.1f}x flat, {n / whole:7.0f} through "
                   f"search_dense = {flat_whole / whole:4.1f}x; read in {load:.1f} s; build {seconds:.0f} s, "
                   f"peak {rss:.2f} GiB, index {size_mib:,.0f} MiB", flush=True)
@@ -289,6 +296,8 @@ def main() -> None:
     parser.add_argument("--old-commit", default="baab52f", help="versus: the commit to compare with (before streaming)")
     parser.add_argument("--factory", nargs="+", default=["IVF1024,SQ8", "IVF1024,PQ64"])
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--k-factor", type=int, nargs="+", default=[4],
+                        help="kinds: candidates per hit a refined index (...,Refine(SQ8), ...,RFlat) re-scores")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=2, help="speed, versus: interleaved rounds")
     parser.add_argument("--work", type=Path, default=None, help="keep collections and indexes here (default: temp)")
@@ -311,7 +320,8 @@ def main() -> None:
             if "resume" in args.steps:
                 step_resume(collection, model, work, env, size)
             if "kinds" in args.steps:
-                step_kinds(collection, model, work, env, size, args.factory, args.nprobe, args.threads)
+                step_kinds(collection, model, work, env, size, args.factory, args.nprobe, args.threads,
+                           args.k_factor)
             if "versus" in args.steps:
                 step_versus(collection, model, work, env, size, args.old_commit, args.rounds)
     finally:

@@ -530,6 +530,12 @@ def search_command(
     fuse_dense: str = typer.Option("me5-small", "--fuse-dense", help="hybrid: the dense system."),
     threads: int = typer.Option(0, "--threads", help="Search threads (BM25, Faiss) and torch threads; "
                                                      "0 = the machine's cores (torch: its default)."),
+    factory: str = typer.Option("Flat", "--factory", help="Dense systems: the Faiss index_factory string of the "
+                                                          "index, e.g. 'IVF4096,SQ8' (built once, beside flat)."),
+    nprobe: int = typer.Option(64, "--nprobe", help="Dense systems: IVF lists visited per query."),
+    ef_search: int = typer.Option(128, "--ef-search", help="Dense systems: HNSW search beam."),
+    k_factor: int = typer.Option(4, "--k-factor", help="Dense systems: candidates per hit that a refined index "
+                                                       "(...,Refine(SQ8)) re-scores."),
 ) -> None:
     """Write one TREC run of SYSTEM for the LANG topics of a collection (indexes built once and cached)."""
     import os
@@ -541,6 +547,7 @@ def search_command(
     from clir_eval.collections.registry import load_collection
     from clir_eval.io import check_output_path
     from clir_eval.retrieval.bm25 import Bm25Config
+    from clir_eval.retrieval.dense import DenseIndexConfig
     from clir_eval.retrieval.fusion import FusionConfig
     from clir_eval.retrieval.runs import check_tag
     from clir_eval.retrieval.systems import (
@@ -556,10 +563,12 @@ def search_command(
         check_output_path(out)
     spec = parse_system(system)
     coll = load_collection(collection)
+    dense_index = DenseIndexConfig(factory=factory, nprobe=nprobe, hnsw_ef_search=ef_search,
+                                   refine_k_factor=k_factor)
     options = SystemOptions(
         teacher=teacher, bm25=Bm25Config(k1=k1, b=b, threads=threads),
         search_threads=threads or os.cpu_count() or 1, show_progress=True,
-        fusion=FusionConfig(method=fusion, sparse=fuse_sparse, dense=fuse_dense),
+        fusion=FusionConfig(method=fusion, sparse=fuse_sparse, dense=fuse_dense), dense_index=dense_index,
     )
     indexes = IndexDirs.under(index_dir) if index_dir else default_index_dirs(coll)
     # Everything that would fail only when the run is written is checked before the search.

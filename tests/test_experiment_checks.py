@@ -72,3 +72,19 @@ evaluation: {baselines: []}
 """)
     assert config.systems_on("sw") == ("bm25-psq", "student:student-init", "student:kd", "student:ot")
     assert config.systems_on("ha") == ("bm25-psq", "student:student-init", "student:ot")
+
+
+def test_a_dense_index_factory_faiss_cannot_build_is_refused_at_load_naming_its_key(tmp_path, tiny_bert_dir):
+    """Checked at the teacher's dimension when the config loads, not when the index is built after training."""
+    study = f"""name: t
+collections: [{{name: ntrex, languages: [sw]}}]
+systems: [teacher]
+teacher: {tiny_bert_dir}
+dense_index: {{factory: "IVF2,PQ5", nprobe: 2}}
+"""
+    with pytest.raises(ConfigError, match=r"dense_index.factory: Faiss index_factory cannot build 'IVF2,PQ5' for "
+                                          r"32-d vectors"):
+        _load(tmp_path, study)
+    with pytest.raises(ConfigError, match=r"dense_index: unknown key\(s\) \['nprobes'\]"):
+        _load(tmp_path, study.replace("IVF2,PQ5", "IVF2,PQ4").replace("nprobe:", "nprobes:"))
+    assert _load(tmp_path, study.replace("IVF2,PQ5", "IVF2,PQ4")).dense_index == {"factory": "IVF2,PQ4", "nprobe": 2}

@@ -128,6 +128,32 @@ def test_the_fused_hybrid_equals_the_retrieval_systems_own(study, tmp_path):
     assert direct.read_bytes() == (root / "out" / "runs" / "ntrex" / "sw" / "hybrid.run").read_bytes()
 
 
+def test_a_dense_index_setting_searches_its_own_index_beside_flat(study):
+    """``dense_index`` picks the Faiss index of every dense system: an IVF index with every list probed is built
+    beside the flat one (flat stays) and finds flat's hits; only the dense runs are searched again."""
+    from clir_eval.collections.registry import load_collection
+    from clir_eval.retrieval.dense import read_index_meta
+    from clir_eval.retrieval.systems import IndexDirs, index_key
+
+    config, root, _ = study
+    ivf = replace(config, dense_index={"factory": "IVF2,Flat", "nprobe": 2}, output_dir=str(root / "out-ivf"))
+    result = run_study(ivf, cache_root=root / "cache")
+    computed = {record.name for record in result.steps if not record.cached}
+    assert {"runs/ntrex-sw-teacher", "runs/ntrex-oracle-dense", "runs/ntrex-sw-kd"} <= computed
+    assert not any(name.startswith("students/") for name in computed) and "runs/ntrex-sw-bm25-oracle" not in computed
+    dense = IndexDirs.under(root / "cache" / "indexes" / index_key(load_collection("ntrex"))).dense
+    factories = sorted(read_index_meta(path).index["factory"] for path in dense.iterdir() if path.is_dir()
+                       and read_index_meta(path) is not None)
+    assert factories == ["Flat", "IVF2,Flat"]
+
+    def ranked(out: str, system: str) -> list[tuple[str, str]]:
+        lines = (root / out / "runs" / "ntrex" / "sw" / f"{system}.run").read_text(encoding="utf-8").splitlines()
+        return [(line.split()[0], line.split()[2]) for line in lines]
+
+    for system in ("teacher", "kd"):
+        assert ranked("out-ivf", system) == ranked("out", system)
+
+
 def test_the_oracles_are_searched_once_for_languages_with_the_same_qids(study, tmp_path):
     """The oracles read the human English topics: ha's oracle runs are sw's (same qids), not computed again,
     and they are what searching ha on its own gives."""

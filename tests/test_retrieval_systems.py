@@ -156,6 +156,34 @@ def test_search_command_writes_the_same_run(tiny_world, tmp_path):
     assert bad.exit_code == 2 and "valid: bm25-psq" in bad.output
 
 
+def test_search_factory_builds_its_own_index_beside_flat_and_a_bad_one_fails_before_encoding(tiny_world, tmp_path):
+    """``--factory IVF2,Flat --nprobe 2`` (every list probed) finds flat's ranking from its own index; a factory
+    Faiss cannot build at the teacher's dimension is one ``error:`` line, with no index written."""
+    from typer.testing import CliRunner
+
+    from clir_eval.cli import app
+
+    cache = tmp_path / "cache"
+
+    def search(*extra: str) -> tuple[object, list[tuple[str, str]]]:
+        out = tmp_path / f"{len(extra)}.run"
+        result = CliRunner().invoke(app, ["search", "--system", "teacher", "--teacher", str(tiny_world["teacher"]),
+                                          "--collection", str(tiny_world["collection"]), "--lang", "en", "--hits", "4",
+                                          "--index-dir", str(cache), "--out", str(out), *extra])
+        ranked = [(line.split()[0], line.split()[2]) for line in out.read_text().splitlines()] if out.exists() else []
+        return result, ranked
+
+    flat, flat_ranking = search()
+    ivf, ivf_ranking = search("--factory", "IVF2,Flat", "--nprobe", "2")
+    assert flat.exit_code == ivf.exit_code == 0, flat.output + ivf.output
+    assert ivf_ranking == flat_ranking and len(flat_ranking) == 4 * len(TOPICS)
+    dirs = sorted(p.name for p in (cache / "dense").iterdir() if p.is_dir() and (p / "index").is_file())
+    assert len(dirs) == 2 and dirs[1] == dirs[0] + "-IVF2_Flat"
+    bad, _ = search("--factory", "IVF2,PQ5", "--nprobe", "2", "--k-factor", "8")
+    assert bad.exit_code == 2 and "IVF2,PQ5" in bad.output and bad.output.count("error:") == 1
+    assert not any("PQ5" in p.name for p in (cache / "dense").iterdir())
+
+
 def test_psq_leakage_policy(tiny_world, monkeypatch):
     from clir_eval.collections.leakage import LeakageError
     from clir_eval.collections.registry import load_collection

@@ -51,6 +51,7 @@ def study_problems(config: ExperimentConfig, source: str, defaulted: frozenset[s
     checker.models(config)
     checker.students(config)
     checker.psq_bitext(config)
+    checker.dense_index(config)
     return [f"{source}: {key + ': ' if key else ''}{message}" for key, message in checker.problems]
 
 
@@ -197,6 +198,22 @@ class _Checker:
         for key, student in _students(config):
             self.check(f"{key}.backbone", lambda: check_model_name(student.backbone))
 
+    def dense_index(self, config: ExperimentConfig) -> None:
+        """The dense index settings, and a factory string Faiss can build at the teacher's dimension (read from the
+        teacher's config where it is on disk), so that a typo fails before the students train, not after."""
+        from clir_eval.experiment.schema import from_mapping
+        from clir_eval.retrieval.dense import DenseIndexConfig
+        from clir_eval.retrieval.faiss_index import check_factory
+
+        try:
+            index = from_mapping(DenseIndexConfig, config.dense_index, where="dense_index")
+        except ConfigError as exc:  # one problem a line, each naming its key
+            self.problems += [("", line) for line in exc.errors]
+            return
+        dim = _model_dim(config.teacher)
+        if dim is not None:
+            self.check("dense_index.factory", lambda: check_factory(index.factory_string, dim))
+
     def students(self, config: ExperimentConfig) -> None:
         from clir_eval.distill.trainer import DistillConfig
 
@@ -257,3 +274,18 @@ def _students(config: ExperimentConfig) -> Iterator[tuple[str, StudentSpec]]:
         yield f"students[{i}]", student
     for student in config.all_students[len(config.students):]:
         yield f"sweep[{student.name}]", student
+
+
+def _model_dim(model: str) -> int | None:
+    """The hidden size in ``model``'s config on disk (a built-in, provisioned once as the study would anyway, or a
+    local directory); None where it is not there (a hub id not downloaded yet), and then the factory is checked
+    when the index is built, before encoding."""
+    from clir_eval.models.registry import resolve_model
+
+    try:
+        from transformers import AutoConfig
+
+        location = resolve_model(model).local_path()
+        return int(AutoConfig.from_pretrained(location, local_files_only=True).hidden_size)
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -211,7 +211,9 @@ class ExperimentConfig:
 
     ``psq_bitext`` lists ``[source, split]`` pairs tried in order for the PSQ translation table of a
     language; ``hybrid`` is passed to :class:`clir_eval.retrieval.fusion.FusionConfig` (a student may be
-    named by its name); ``leakage`` says what to do with bitext pairs that equal a test topic.
+    named by its name); ``dense_index`` to :class:`clir_eval.retrieval.dense.DenseIndexConfig` (the Faiss index of
+    every dense system and its search knobs; flat when empty); ``leakage`` says what to do with bitext pairs that
+    equal a test topic.
     """
 
     name: str
@@ -223,6 +225,7 @@ class ExperimentConfig:
     sweep: SweepSpec | None = None
     psq_bitext: tuple[tuple[str, str], ...] = (("lafand", "train"), ("ntrex", "dev"))
     hybrid: dict[str, Any] = field(default_factory=dict)
+    dense_index: dict[str, Any] = field(default_factory=dict)
     leakage: Literal["error", "drop", "allow"] = "error"
     dev_pairs: int | None = 500
     hits: int = 100

@@ -286,6 +286,7 @@ class StudyRunner:
 
     def system_options(self, students: dict[str, Path]) -> Any:
         from clir_eval.experiment.schema import from_mapping
+        from clir_eval.retrieval.dense import DenseIndexConfig
         from clir_eval.retrieval.fusion import FusionConfig
         from clir_eval.retrieval.systems import SystemOptions
 
@@ -296,9 +297,10 @@ class StudyRunner:
         # Components are fused at the study's depth, so the study's own component runs can be fused as they are.
         hybrid.setdefault("depth", self.config.hits)
         fusion = from_mapping(FusionConfig, hybrid, where="hybrid")
+        dense_index = from_mapping(DenseIndexConfig, self.config.dense_index, where="dense_index")
         return SystemOptions(teacher=self.config.teacher, psq_bitext=tuple(map(tuple, self.config.psq_bitext)),
-                             psq_leakage=self.config.leakage, fusion=fusion, query_batch_size=STUDY_QUERY_BATCH,
-                             show_progress=True)
+                             psq_leakage=self.config.leakage, fusion=fusion, dense_index=dense_index,
+                             query_batch_size=STUDY_QUERY_BATCH, show_progress=True)
 
     def system_spec(self, system: str, students: dict[str, Path]) -> tuple[str, str]:
         """``(system name for tables and files, spec for the retrieval registry)``."""

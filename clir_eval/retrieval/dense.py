@@ -65,6 +65,8 @@ class DenseIndexConfig:
         hnsw_ef_construction: HNSW build-time beam.
         hnsw_ef_search: HNSW search-time beam used by the systems (Faiss's default, 16, loses recall).
         nprobe: IVF lists visited per query at search time.
+        refine_k_factor: candidates per hit that a refined index (``...,Refine(SQ8)``, ``...,RFlat``) re-scores at
+            search time. Faiss's own default, 1, only re-orders the first stage's top k, so it cannot raise recall.
         train_sample: vectors an IVF/PQ/SQ index is trained on (None: what the index asks for,
             :func:`~clir_eval.retrieval.faiss_index.training_size`), drawn with ``seed``.
         batch_size: documents per encoder batch.
@@ -85,6 +87,7 @@ class DenseIndexConfig:
     hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 128
     nprobe: int = 64
+    refine_k_factor: int = 4
     train_sample: int | None = None
     seed: int = 0
     batch_size: int = 64
@@ -99,7 +102,8 @@ class DenseIndexConfig:
                              f"got {self.kind!r}")
         if self.factory is not None and (not isinstance(self.factory, str) or not self.factory.strip()):
             raise ValueError(f"factory must be a Faiss index_factory string, got {self.factory!r}")
-        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "nprobe", "batch_size", "chunk_size"):
+        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "nprobe", "refine_k_factor", "batch_size",
+                     "chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.build_threads < 0:
@@ -476,6 +480,7 @@ def search_dense(
     threads: int = 1,
     ef_search: int | None = None,
     nprobe: int | None = None,
+    k_factor: int | None = None,
 ) -> Hits:
     """Top-``k`` inner-product hits per query with Pyserini's ``FaissSearcher.batch_search``.
 
@@ -484,12 +489,14 @@ def search_dense(
         queries: ``(n, d)`` float32 query embeddings (see :func:`encode_queries`).
         ef_search: HNSW search beam; ignored by other indexes.
         nprobe: IVF lists visited per query; ignored by other indexes.
+        k_factor: candidates per hit a refined index re-scores; ignored by other indexes.
 
     Returns:
         ``{qid: [(docid, score), ...]}`` best first, every qid present.
     """
     qids, queries = _checked_queries(qids, queries, k)  # before the index is read
-    searcher = open_dense_searcher(index_dir, dim=queries.shape[1], ef_search=ef_search, nprobe=nprobe)
+    searcher = open_dense_searcher(index_dir, dim=queries.shape[1], ef_search=ef_search, nprobe=nprobe,
+                                   k_factor=k_factor)
     return _search(searcher, qids, queries, k, threads)
 
 
@@ -506,7 +513,7 @@ def _checked_queries(qids: Sequence[str], queries: np.ndarray, k: int) -> tuple[
 
 
 def open_dense_searcher(index_dir: str | os.PathLike, dim: int | None = None, ef_search: int | None = None,
-                        nprobe: int | None = None) -> Any:
+                        nprobe: int | None = None, k_factor: int | None = None) -> Any:
     """Pyserini's ``FaissSearcher`` on ``index_dir`` (the index read into memory once) with its search knobs set.
 
     Raises:
@@ -521,7 +528,7 @@ def open_dense_searcher(index_dir: str | os.PathLike, dim: int | None = None, ef
     from pyserini.search.faiss import FaissSearcher
 
     searcher = FaissSearcher(str(index_dir), None)
-    set_search_params(searcher.index, nprobe=nprobe, ef_search=ef_search)
+    set_search_params(searcher.index, nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
     return searcher
 
 

@@ -1,9 +1,11 @@
 """Faiss indexes named the Faiss way: an ``index_factory`` string, inner product, trained on a sample.
 
 ``"Flat"`` is exact search; ``"HNSW32"`` a graph; ``"IVF4096,Flat"``, ``"IVF4096,PQ64"``, ``"IVF1024,SQ8"`` inverted
-lists with raw, product-quantised or scalar-quantised codes. Indexes that need training (IVF, PQ, SQ) are trained on
-a seeded sample of the encoded vectors, then filled chunk by chunk, so memory is the index plus one chunk. The
-search-time knobs are ``nprobe`` (IVF) and ``efSearch`` (HNSW), set by :func:`set_search_params`.
+lists with raw, product-quantised or scalar-quantised codes; a ``,Refine(SQ8)`` or ``,RFlat`` suffix re-scores the
+first stage's candidates with finer codes (``"IVF4096,PQ64x4fs,Refine(SQ8)"``: fast-scan PQ, then 8-bit scores).
+Indexes that need training (IVF, PQ, SQ) are trained on a seeded sample of the encoded vectors, then filled chunk by
+chunk, so memory is the index plus one chunk. The search-time knobs are ``nprobe`` (IVF), ``efSearch`` (HNSW) and
+``k_factor`` (a refined index: candidates re-scored per hit), set by :func:`set_search_params`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def check_factory(factory: str, dim: int) -> None:
         faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:  # Faiss raises RuntimeError with its C++ message
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else "rejected"
+        message = message.rsplit("Error: ", 1)[-1]  # Faiss's own words, without its C++ source location
         raise ValueError(f"Faiss index_factory cannot build {factory!r} for {dim}-d vectors: {message}") from None
 
 
@@ -108,6 +111,14 @@ def build_index(factory: str, dim: int, chunks: Iterator[np.ndarray], train: np.
     return index
 
 
+def _refine(index: Any) -> Any:
+    """The ``IndexRefine`` that ``index`` is (``...,Refine(...)`` or ``...,RFlat``), or None."""
+    import faiss
+
+    inner = faiss.downcast_index(index)
+    return inner if isinstance(inner, faiss.IndexRefine) else None
+
+
 def _hnsw(index: Any) -> Any:
     import faiss
 
@@ -115,8 +126,13 @@ def _hnsw(index: Any) -> Any:
     return getattr(inner, "hnsw", None)
 
 
-def set_search_params(index: Any, nprobe: int | None = None, ef_search: int | None = None) -> None:
-    """Set the search knobs that apply to ``index``: ``nprobe`` of an IVF index, ``efSearch`` of an HNSW one."""
+def set_search_params(index: Any, nprobe: int | None = None, ef_search: int | None = None,
+                      k_factor: int | None = None) -> None:
+    """Set the search knobs that apply to ``index``: ``nprobe`` of an IVF index, ``efSearch`` of an HNSW one,
+    ``k_factor`` of a refined one (it asks its first stage for ``k * k_factor`` candidates and re-scores them)."""
+    refine = _refine(index)
+    if refine is not None and k_factor is not None:
+        refine.k_factor = float(k_factor)
     ivf = _ivf(index)
     if ivf is not None and nprobe is not None:
         ivf.nprobe = min(nprobe, ivf.nlist)

@@ -220,9 +220,13 @@ class IndexDirs:
         root = Path(root)
         return cls(lucene=root / "lucene", dense=root / "dense", psq=root / "psq")
 
-    def dense_for(self, model: str) -> Path:
-        """The dense index directory of a document encoder."""
-        return self.dense / _slug(model)
+    def dense_for(self, model: str, config: DenseIndexConfig | None = None) -> Path:
+        """The dense index directory of a document encoder. An index other than flat has its own, named by its
+        factory string, so that switching between flat and a compressed index rebuilds neither."""
+        factory = "Flat" if config is None else config.factory_string
+        if factory == "Flat":
+            return self.dense / _slug(model)
+        return self.dense / f"{_slug(model)}-{re.sub(r'[^A-Za-z0-9]+', '_', factory).strip('_')}"
 
 
 @dataclass(frozen=True)
@@ -359,8 +363,8 @@ def _dense_hits(spec: SystemSpec, collection: "Collection", topics: list[Topic],
     # only if the index has to be (re)built.
     doc_encoder = (DocumentEncoder(query_encoder.model, batch_size=options.dense_index.batch_size)
                    if doc_model == query_name else None)
-    info = build_dense_index(collection.documents(), doc_model, indexes.dense_for(doc_model), options.dense_index,
-                             encoder=doc_encoder, show_progress=options.show_progress,
+    info = build_dense_index(collection.documents(), doc_model, indexes.dense_for(doc_model, options.dense_index),
+                             options.dense_index, encoder=doc_encoder, show_progress=options.show_progress,
                              corpus_sha256=sha256_tree(collection.corpus_path))
     if spec.upper_bound:  # the dense oracle encodes the human English topic of each qid
         english = {t.qid: t for t in _oracle_topics(collection, split)}
@@ -370,7 +374,8 @@ def _dense_hits(spec: SystemSpec, collection: "Collection", topics: list[Topic],
         topics = [english[t.qid] for t in topics]
     vectors = encode_queries(topics, query_encoder)
     return search_dense(info.path, [t.qid for t in topics], vectors, k=hits, threads=options.search_threads,
-                        ef_search=options.dense_index.hnsw_ef_search, nprobe=options.dense_index.nprobe)
+                        ef_search=options.dense_index.hnsw_ef_search, nprobe=options.dense_index.nprobe,
+                        k_factor=options.dense_index.refine_k_factor)
 
 
 def search_system(spec: str | SystemSpec, collection: "Collection", lang: str, split: str = "test", *,
