@@ -42,12 +42,14 @@ class Progress:
         total: the expected count, or None when unknown (no ETA then).
         unit: the counted thing, e.g. ``"docs"``.
         done: the count so far (may start above 0 when a step resumes).
+        note: what else the step has to say now (a training loss), shown after the count.
     """
 
     description: str
     total: int | None = None
     unit: str = "items"
     done: int = 0
+    note: str = ""
     interval: float = LOG_INTERVAL
     bar: bool = False
     _started: float = field(default_factory=time.monotonic, repr=False)
@@ -67,13 +69,20 @@ class Progress:
         return (self.done - self._start_count) / elapsed if elapsed > 0 else 0.0
 
     def line(self) -> str:
-        """``description: done/total unit (pct), rate unit/s, ETA h:mm:ss`` (what the log shows)."""
+        """``description: done/total unit (pct), rate unit/s, ETA h:mm:ss[; note]`` (what the log shows)."""
         rate = self.rate
+        note = f"; {self.note}" if self.note else ""
         if self.total:
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
             return (f"{self.description}: {self.done:,}/{self.total:,} {self.unit} ({100 * self.done / self.total:.1f} %),"
-                    f" {rate:,.1f} {self.unit}/s, ETA {_duration(eta)}")
-        return f"{self.description}: {self.done:,} {self.unit}, {rate:,.1f} {self.unit}/s"
+                    f" {rate:,.1f} {self.unit}/s, ETA {_duration(eta)}{note}")
+        return f"{self.description}: {self.done:,} {self.unit}, {rate:,.1f} {self.unit}/s{note}"
+
+    def set_note(self, note: str) -> None:
+        """Replace the note (shown on the bar at once, in the log with the next line)."""
+        self.note = note
+        if self._rich is not None:
+            self._rich.update(self._task, note=note)
 
     def advance(self, n: int = 1) -> None:
         """Count ``n`` more items done."""
@@ -101,9 +110,9 @@ class Progress:
                                    TimeRemainingColumn)
 
         self._rich = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeRemainingColumn(), transient=True)
+                                  TextColumn("{task.fields[note]}"), TimeRemainingColumn(), transient=True)
         self._rich.start()
-        self._task = self._rich.add_task(self.description, total=self.total, completed=self.done)
+        self._task = self._rich.add_task(self.description, total=self.total, completed=self.done, note=self.note)
 
     def _close(self, failed: bool) -> None:
         if self._rich is not None:

@@ -609,3 +609,21 @@ def test_micro_batches_slice_each_global_batch_across_processes_and_epochs(tiny_
             want = data.batch(expected[r * 4 : (r + 1) * 4]).source["input_ids"]
             assert torch.equal(micro_batches(micro).source["input_ids"], want)
     assert epoch_batches(data.lengths, 8, 5, 0, 2)[0].tolist() != epoch_batches(data.lengths, 8, 5, 1, 2)[0].tolist()
+
+
+def test_training_progress_reaches_a_log_file_with_the_loss(tiny_bert_dir, tmp_path, monkeypatch, caplog):
+    """With stderr not a terminal (a study's log file), training logs its count, rate, ETA and running loss, with
+    the last dev accuracy once there is one, then a done line (a student of a study trains for minutes)."""
+    import logging
+
+    from clir_eval.distill import trainer
+
+    monkeypatch.setattr(trainer, "LOG_INTERVAL", 0.0)  # a line at every step instead of every 10 s
+    with caplog.at_level(logging.INFO, logger="clir_eval.progress"):
+        distill(_config(tiny_bert_dir, tiny_bert_dir, max_steps=4, eval_every=2), TRAIN, DEV, tmp_path / "s",
+                show_progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "clir_eval.progress"]
+    assert [line.split(" (")[0] for line in lines[:4]] == [f"distill kd+ot: {n}/4 steps" for n in range(1, 5)]
+    assert all("steps/s, ETA" in line and "; loss " in line for line in lines[:4])
+    assert "dev acc" not in lines[1] and ", dev acc " in lines[2] and "(step 2)" in lines[2]  # evaluated at step 2
+    assert lines[-1].startswith("distill kd+ot: done, 4 steps in ")

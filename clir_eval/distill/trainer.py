@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import platform
 import random
 import time
@@ -49,6 +50,7 @@ from clir_eval.distill.data import (
 from clir_eval.distill.losses import LOSS_METHODS, SINKHORN_UNCONVERGED, LossOptions, build_loss, encode_batch
 from clir_eval.distill.precision import slow_bf16
 from clir_eval.distill.start import fit_projection, freeze, wants_projection
+from clir_eval.progress import LOG_INTERVAL, progress
 
 logger = logging.getLogger(__name__)
 
@@ -327,16 +329,6 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _progress(config: DistillConfig, show: bool, total: int, done: int) -> tuple[Any, Any]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("[bold]distill {task.fields[method]}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=Console(stderr=True),
-                        disable=not show)
-    return progress, progress.add_task("distill", total=total, completed=done, method=config.method, info="")
-
-
 def _shares_trunk(config: DistillConfig, student: Any, needs: Any) -> bool:
     """Whether the frozen lower layers can run once (:class:`clir_eval.distill.data.TrunkStates`)."""
     from clir_eval.models.trunk import has_trunk
@@ -445,8 +437,8 @@ class _Training:
     diagnostics: Counter[str] = field(default_factory=Counter)  # over this invocation's training and dev batches
     seconds: float = 0.0
     pairs_seen: int = 0
-    progress: Any = None
-    task: Any = None
+    report: Any = None  # the running step's clir_eval.progress.Progress
+    dev_note: str = ""  # the last dev accuracy, shown beside the running loss
     needs: Any = field(init=False)  # what the loss reads, asked once
 
     def __post_init__(self) -> None:
@@ -459,9 +451,11 @@ class _Training:
     def run(self, show_progress: bool, on_step: Callable[[int], None] | None) -> None:
         """Step to ``total_steps`` (or an early stop), evaluating and checkpointing as configured."""
         config, state = self.config, self.state
-        self.progress, self.task = _progress(config, show_progress and self.accelerator.is_main_process,
-                                             self.total_steps, state.step)
-        with self.progress:
+        main = self.accelerator.is_main_process
+        # A bar on a terminal, count, rate, ETA and loss in the log every 10 s otherwise (a study's log file);
+        # the other processes of a launcher stay silent.
+        with progress(f"distill {config.method}", total=self.total_steps, unit="steps", done=state.step,
+                      show=show_progress and main, interval=LOG_INTERVAL if main else math.inf) as self.report:
             while state.step < self.total_steps and not state.stopped_early:
                 self.step()
                 last = state.step == self.total_steps
@@ -506,7 +500,8 @@ class _Training:
         self.check_finite()
         self.seconds += time.perf_counter() - started
         self.pairs_seen += config.batch_size * config.grad_accumulation
-        self.progress.update(self.task, completed=state.step, info=f"loss {state.running / state.running_n:.4f}")
+        self.report.set_note(", ".join(filter(None, [f"loss {state.running / state.running_n:.4f}", self.dev_note])))
+        self.report.advance()
 
     def check_finite(self) -> None:
         """Stop at the first step whose update left a trainable weight NaN or infinite (a diverged run would
@@ -552,7 +547,7 @@ class _Training:
         train_loss, train_parts = state.take_loss()
         # The parts stay out of the history: it is written to training_args.json, which studies' caches read.
         state.history.append({"step": state.step, "train_loss": train_loss, **metrics})
-        self.progress.update(self.task, info=f"dev acc {metrics['dev_accuracy']:.3f} loss {metrics['dev_loss']:.4f}")
+        self.dev_note = f"dev acc {metrics['dev_accuracy']:.3f} (step {state.step})"  # shown until the next one
         parts = ", ".join(f"{name} {value:.4f}" for name, value in train_parts.items())
         logger.info("step %d: train loss %.4f%s, dev accuracy %.4f, dev loss %.4f", state.step, train_loss,
                     f" ({parts})" if len(train_parts) > 1 else "", metrics["dev_accuracy"], metrics["dev_loss"])
