@@ -200,7 +200,8 @@ class _Checker:
 
     def dense_index(self, config: ExperimentConfig) -> None:
         """The dense index settings, and a factory string Faiss can build at the teacher's dimension (read from the
-        teacher's config where it is on disk), so that a typo fails before the students train, not after."""
+        teacher's config where it is on disk), so that a typo fails before the students train, not after. Runs
+        last: the teacher is read only for a config with no other problem."""
         from clir_eval.experiment.schema import from_mapping
         from clir_eval.retrieval.dense import DenseIndexConfig
         from clir_eval.retrieval.faiss_index import check_factory
@@ -210,6 +211,8 @@ class _Checker:
         except ConfigError as exc:  # one problem a line, each naming its key
             self.problems += [("", line) for line in exc.errors]
             return
+        if index.factory is None or self.problems:
+            return  # flat needs no check; and reading the teacher may convert it, which a bad config must not do
         dim = _model_dim(config.teacher)
         if dim is not None:
             self.check("dense_index.factory", lambda: check_factory(index.factory_string, dim))
