@@ -666,6 +666,8 @@ def index_dense(
     factory: str = typer.Option(None, "--factory", help="Faiss index_factory string, e.g. 'IVF4096,PQ64', "
                                                         "'IVF1024,SQ8', 'HNSW32' (inner product)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Documents per encoder batch."),
+    batch_tokens: int = typer.Option(None, "--batch-tokens", help="Padded tokens per encoder batch at most "
+                                                                  "(default: 4096 on a CPU, no cap on a GPU)."),
     chunk_size: int = typer.Option(2048, "--chunk-size", help="Documents encoded and written to disk together "
                                                               "(the most a killed build loses)."),
     shard_id: int = typer.Option(None, "--shard-id", help="Encode only the chunks i with i % shard-num == shard-id "
@@ -701,7 +703,8 @@ def index_dense(
     if out is not None:  # before the collection is read
         check_output_path(out, directory=True)
     coll = load_collection(collection)
-    config = DenseIndexConfig(kind=kind, factory=factory, batch_size=batch_size, chunk_size=chunk_size,
+    config = DenseIndexConfig(kind=kind, factory=factory, batch_size=batch_size, batch_tokens=batch_tokens,
+                              chunk_size=chunk_size,
                               build_threads=threads, keep_vectors=keep_vectors,
                               vectors=None if vectors is None else str(vectors))
     target = check_output_path(out or default_index_dirs(coll).dense_for(model), directory=True)
@@ -713,7 +716,8 @@ def index_dense(
 
         set_threads(threads)
         part, barrier, launcher_device = launcher_part()
-        encoder = DocumentEncoder(model, batch_size, device or launcher_device or default_device(), precision)
+        encoder = DocumentEncoder(model, batch_size, device or launcher_device or default_device(), precision,
+                                  batch_tokens)
         sha = sha256_tree(coll.corpus_path)
         size = count_corpus_lines(coll.corpus_path)
         if shard_id is not None:

@@ -46,10 +46,20 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def local_world_size() -> int:
+    """The number of processes a launcher started on this machine (1 without one)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def set_threads(threads: int) -> int:
-    """Torch's intra-op threads: ``threads``, or every core for 0. Returns the count set."""
+    """Torch's intra-op threads: ``threads``, or for 0 this process's share of the cores (all of them without a
+    launcher; under one, the cores divided among the machine's processes, which would otherwise contend for
+    them). Returns the count set."""
     import torch
 
-    count = threads or os.cpu_count() or 1
+    count = threads or max(1, (os.cpu_count() or 1) // local_world_size())
     torch.set_num_threads(count)
     return count

@@ -10,7 +10,7 @@ from clir_eval.models.loading import ModelNotAvailableError, load_transformer
 from clir_eval.models.pooling import pool
 from clir_eval.models.pyserini_adapters import DocumentEncoder, QueryEncoder
 from clir_eval.models.registry import ENCODER_CONFIG_NAME, EncoderConfig, list_models, resolve_model
-from clir_eval.models.sentence import SentenceEncoder
+from clir_eval.models.sentence import CPU_BATCH_TOKENS, SentenceEncoder
 
 
 def test_mean_pooling_ignores_padding():
@@ -51,6 +51,30 @@ def test_encode_matches_unbatched_forward_and_keeps_input_order(tiny_bert_dir):
             single = enc(enc.tokenize([text]))["sentence_embedding"][0].numpy()
             np.testing.assert_allclose(batched[i], single, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_cpu_batch_holds_at_most_its_token_budget_and_the_embeddings_do_not_change(tiny_bert_dir):
+    enc = SentenceEncoder.from_pretrained(str(tiny_bert_dir))
+    words = "the cat sat on the mat dog river bank".split()
+    texts = [" ".join(words[(i + j) % len(words)] for j in range(1 + (i * 7) % 130)) for i in range(70)]
+    shapes = []
+    hook = enc.backbone.embeddings.register_forward_hook(lambda module, args, out: shapes.append(out.shape[:2]))
+    try:
+        uncapped = enc.encode(texts, role="passage", batch_size=64, batch_tokens=10**9)
+        assert shapes[0] == (64, 128)  # the cap is what splits the batches below
+        shapes.clear()
+        capped = enc.encode(texts, role="passage", batch_size=64, batch_tokens=200)
+        assert all(rows * length <= 200 for rows, length in shapes) and len(shapes) > 10
+        shapes.clear()
+        by_default = enc.encode(texts, role="passage", batch_size=64)  # on a CPU: CPU_BATCH_TOKENS
+        assert max(rows * length for rows, length in shapes) <= CPU_BATCH_TOKENS
+        assert sum(rows for rows, _ in shapes) == len(texts)
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(capped, uncapped, atol=1e-5)
+    np.testing.assert_allclose(by_default, uncapped, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_tokens must be >= 1"):
+        enc.encode(texts, batch_tokens=0)
 
 
 def test_prefixes_change_query_and_passage_embeddings(tiny_bert_dir):

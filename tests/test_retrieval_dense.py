@@ -274,6 +274,25 @@ def _tiny_collection(root):
     return root
 
 
+def test_all_cores_under_a_launcher_are_shared_among_its_processes(monkeypatch):
+    """``--threads 0`` is every core for one process; two processes a machine get half each instead of both
+    asking for every core (which oversubscribes them)."""
+    from clir_eval.launcher import set_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    try:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        assert set_threads(0) == 4 and torch.get_num_threads() == 4
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert set_threads(0) == 2 and torch.get_num_threads() == 2
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+        assert set_threads(0) == 1
+        assert set_threads(3) == 3  # a count given is kept
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_two_processes_under_torchrun_build_the_one_process_index(tmp_path, tiny_bert_dir):
     """``torchrun --nproc-per-node 2`` (gloo on CPU): each rank encodes its chunks, rank 0 builds the index, and

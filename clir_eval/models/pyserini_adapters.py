@@ -47,11 +47,12 @@ class DocumentEncoder:
     """A sentence encoder as a Pyserini document encoder (titles, when given, are prepended).
 
     ``precision`` ``bf16``/``fp16`` casts the weights for inference (GPUs; a CPU without native bf16 emulates it
-    slowly); embeddings come back as float32 either way.
+    slowly); embeddings come back as float32 either way. ``batch_tokens`` caps a batch's padded tokens (None: the
+    encoder's default for its device, :data:`~clir_eval.models.sentence.CPU_BATCH_TOKENS` on a CPU).
     """
 
     def __init__(self, model: SentenceEncoder | str, batch_size: int = 64, device: str | None = None,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", batch_tokens: int | None = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model = _as_encoder(model, device)
@@ -60,10 +61,11 @@ class DocumentEncoder:
 
             self.model.to(getattr(torch, PRECISIONS[precision]))
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
 
     def encode(self, texts: list[str], titles: list[str] | None = None, **kwargs: Any) -> np.ndarray:
         """Documents -> float32 ``(n, d)``."""
         if titles is not None:
             texts = [f"{t} {x}".strip() for t, x in zip(titles, texts, strict=True)]
-        return self.model.encode(list(texts), role="passage", batch_size=self.batch_size,
+        return self.model.encode(list(texts), role="passage", batch_size=self.batch_size, batch_tokens=self.batch_tokens,
                                  show_progress=bool(kwargs.get("show_progress", False)))

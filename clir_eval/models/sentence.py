@@ -30,6 +30,13 @@ logger = logging.getLogger(__name__)
 Role = Literal["query", "passage"]
 ROLES = ("query", "passage")
 PROJECTION_FILE = "projection.safetensors"
+#: Padded tokens a CPU batch holds at most. A batch's largest activation (tokens x FFN width, 25 MB for MiniLM at
+#: 4,096 tokens) then stays in the CPU's last-level cache: 64 passages of 256 tokens (100 MB) made the element-wise
+#: layers (GELU, adds, copies) memory-bound, 2-10x slower per element (docs/benchmarks.md, encoding speed).
+CPU_BATCH_TOKENS = 4096
+#: Padded lengths are rounded up to a multiple of this: few distinct shapes, so CPU kernels (oneDNN) reuse their
+#: prepared primitives instead of re-creating them for every batch (several times faster).
+PAD_MULTIPLE = 8
 
 
 def _position_limit(config: Any) -> int | None:
@@ -53,6 +60,22 @@ def _check_finite(location: str, backbone: nn.Module, projection: nn.Module | No
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise InputFileError(location, None, f"the weights are not finite (nan or inf in {prefix}{name}); "
                                      "the model cannot be used (a diverged training?)")
+
+
+def _length_batches(lengths: list[int], batch_size: int, batch_tokens: int | None) -> list[tuple[int, int]]:
+    """``(start, stop)`` spans over texts sorted longest first: at most ``batch_size`` texts, and at most
+    ``batch_tokens`` padded tokens unless a single text is longer than that."""
+    if batch_size < 1 or (batch_tokens is not None and batch_tokens < 1):
+        raise ValueError(f"batch_size and batch_tokens must be >= 1, got {batch_size} and {batch_tokens}")
+    spans, start = [], 0
+    while start < len(lengths):
+        size = batch_size
+        if batch_tokens is not None:  # the first text is the batch's longest: it sets the padded length
+            padded = -(-lengths[start] // PAD_MULTIPLE) * PAD_MULTIPLE
+            size = max(1, min(batch_size, batch_tokens // padded))
+        spans.append((start, min(start + size, len(lengths))))
+        start += size
+    return spans
 
 
 class SentenceEncoder(nn.Module):
@@ -221,9 +244,13 @@ class SentenceEncoder(nn.Module):
     # -- inference ------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(
-        self, texts: list[str], role: Role = "query", batch_size: int = 32, show_progress: bool = False
+        self, texts: list[str], role: Role = "query", batch_size: int = 32, show_progress: bool = False,
+        batch_tokens: int | None = None,
     ) -> np.ndarray:
         """Embed texts in length-sorted batches (little padding); returns float32 ``(n, dim)`` in input order.
+
+        A batch holds at most ``batch_size`` texts and at most ``batch_tokens`` padded tokens (default: on a CPU
+        :data:`CPU_BATCH_TOKENS`, elsewhere no cap), so batches of long texts hold fewer of them.
 
         Only one batch of token states is alive at a time. Encoders alive in this process (or seen
         encoding before) whose lower layers are identical to this one's share those layers' states
@@ -239,20 +266,20 @@ class SentenceEncoder(nn.Module):
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         was_training = self.training
         self.eval()
-        batches = range(0, len(texts), batch_size)
+        if batch_tokens is None and self.device.type == "cpu":
+            batch_tokens = CPU_BATCH_TOKENS
+        batches = _length_batches([len(encoded["input_ids"][i]) for i in order], batch_size, batch_tokens)
         if show_progress:
             from rich.progress import track
 
             batches = track(batches, description=f"encoding {len(texts)} {role} texts", transient=True)
         try:
             trunk = trunk_plan(self)  # after eval(): dropout off is what makes states shareable
-            for start in batches:
-                idx = order[start : start + batch_size]
-                # Lengths rounded up to a multiple of 8: few distinct shapes, so CPU kernels (oneDNN) reuse
-                # their prepared primitives instead of re-creating them for every batch (several times faster).
+            for start, stop in batches:
+                idx = order[start:stop]
                 batch = self.tokenizer.pad(
                     {k: [encoded[k][i] for i in idx] for k in encoded.keys()}, return_tensors="pt",
-                    pad_to_multiple_of=8,
+                    pad_to_multiple_of=PAD_MULTIPLE,
                 )
                 inputs = self.model_inputs(dict(batch))
                 last = trunk.last_hidden_state(inputs)

@@ -70,6 +70,8 @@ class DenseIndexConfig:
         train_sample: vectors an IVF/PQ/SQ index is trained on (None: what the index asks for,
             :func:`~clir_eval.retrieval.faiss_index.training_size`), drawn with ``seed``.
         batch_size: documents per encoder batch.
+        batch_tokens: padded tokens per encoder batch at most (None: the encoder's default for its device, 4,096 on
+            a CPU, which keeps a batch's activations in the CPU's cache).
         chunk_size: documents encoded and written to disk together: the memory bound and what a killed
             build can lose. Chunks are length-sorted inside, so batches carry little padding.
         build_threads: Faiss threads for training and adding (0: all cores). HNSW inserts in parallel,
@@ -91,6 +93,7 @@ class DenseIndexConfig:
     train_sample: int | None = None
     seed: int = 0
     batch_size: int = 64
+    batch_tokens: int | None = None
     chunk_size: int = 2048
     build_threads: int = 0
     keep_vectors: bool = False
@@ -108,6 +111,8 @@ class DenseIndexConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.build_threads < 0:
             raise ValueError(f"build_threads must be >= 0 (0: all cores), got {self.build_threads}")
+        if self.batch_tokens is not None and self.batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be >= 1, got {self.batch_tokens}")
         if self.train_sample is not None and self.train_sample < 1:
             raise ValueError(f"train_sample must be >= 1, got {self.train_sample}")
 
@@ -285,7 +290,7 @@ def encode_corpus(
     if encoder is None:
         from clir_eval.models.pyserini_adapters import DocumentEncoder
 
-        encoder = DocumentEncoder(model, batch_size=config.batch_size)
+        encoder = DocumentEncoder(model, batch_size=config.batch_size, batch_tokens=config.batch_tokens)
     store = VectorChunks(vectors_dir(index_dir, config), _store_key(corpus_sha256, describe_model(model), config.chunk_size))
     store.open()
     from clir_eval.progress import progress
@@ -420,7 +425,7 @@ def build_dense_index(
     if encoder is None:
         from clir_eval.models.pyserini_adapters import DocumentEncoder
 
-        encoder = DocumentEncoder(model, batch_size=config.batch_size)
+        encoder = DocumentEncoder(model, batch_size=config.batch_size, batch_tokens=config.batch_tokens)
     dim = _encoder_dim(encoder)
     if dim is not None:  # a bad factory string costs no encoding (else it fails once the vectors are on disk)
         from clir_eval.retrieval.faiss_index import check_factory
