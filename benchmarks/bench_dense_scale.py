@@ -263,7 +263,8 @@ def step_speed(size: int, threads: int, rounds: int) -> None:
           f"{peak:.0f} GFLOP/s", flush=True)
     for name, *_ in settings:
         gflops = best[name] * tokens / size * flops_per_token / 1e9
-        print(f"speed  {name:<26} {best[name]:7.1f} passages/s = {best[name] / best[settings[0][0]]:4.2f}x the old defaults; "
+        print(f"speed  {name:<26} {best[name]:7.1f} passages/s = "
+              f"{best[name] / best[settings[0][0]]:4.2f}x the old defaults; "
               f"{gflops:5.1f} GFLOP/s = {gflops / peak:.0%} of the fp32 matmul rate", flush=True)
 
 

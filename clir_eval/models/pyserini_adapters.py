@@ -67,5 +67,6 @@ class DocumentEncoder:
         """Documents -> float32 ``(n, d)``."""
         if titles is not None:
             texts = [f"{t} {x}".strip() for t, x in zip(titles, texts, strict=True)]
-        return self.model.encode(list(texts), role="passage", batch_size=self.batch_size, batch_tokens=self.batch_tokens,
+        return self.model.encode(list(texts), role="passage", batch_size=self.batch_size,
+                                 batch_tokens=self.batch_tokens,
                                  show_progress=bool(kwargs.get("show_progress", False)))
