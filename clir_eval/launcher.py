@@ -13,12 +13,17 @@ from collections.abc import Callable
 logger = logging.getLogger(__name__)
 
 
-def launched_world_size() -> int:
-    """The number of processes a launcher started (1 without one)."""
+def _process_count(variable: str) -> int:
+    """A launcher's process count from ``variable`` (1 when unset or not a number)."""
     try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+        return max(1, int(os.environ.get(variable, "1")))
     except ValueError:
         return 1
+
+
+def launched_world_size() -> int:
+    """The number of processes a launcher started (1 without one)."""
+    return _process_count("WORLD_SIZE")
 
 
 def launcher_part() -> tuple[tuple[int, int] | None, Callable[[], None] | None, str | None]:
@@ -48,10 +53,7 @@ def default_device() -> str:
 
 def local_world_size() -> int:
     """The number of processes a launcher started on this machine (1 without one)."""
-    try:
-        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
+    return _process_count("LOCAL_WORLD_SIZE")
 
 
 def set_threads(threads: int) -> int:
