@@ -23,7 +23,10 @@ Steps (``--steps``):
   index (``IVF4096,PQ64x4fs,Refine(SQ8)``) is searched at each ``--k-factor`` too (candidates re-scored per hit).
 * ``speed``: encoding passages/s of the teacher, in process: one thread and 64 passages a batch (the old defaults)
   against all cores with 64 a batch, all cores with the CPU's token budget (today's default) and, on a CPU with native
-  bf16, bf16; interleaved, with the machine's fp32 matmul rate measured in the same run and the share of it reached.
+  bf16, bf16; interleaved ``--rounds`` times after a warm-up round, the median passages/s of each printed with its
+  range, and the machine's fp32 matmul rate measured in the same run with the share of it reached.
+* ``profile``: where the teacher's encoding time goes with today's defaults (torch profiler, self time by
+  operator: the linear layers' matrix products, attention, GELU, ...), after a warm-up.
 * ``versus``: the whole ``clir-eval index dense`` command, defaults only, against the same command of an earlier
   commit (``--old-commit``, its files exported under the work folder) and against today's with the CPU's token
   budget lifted (64 passages a batch whatever their length), interleaved ``--rounds`` times; prints the median wall
@@ -34,6 +37,7 @@ Usage::
     python benchmarks/bench_dense_scale.py --sizes 10000 100000 1000000 --model light --steps index
     python benchmarks/bench_dense_scale.py --sizes 1000000 --model light --steps kinds
     python benchmarks/bench_dense_scale.py --sizes 2000 --model teacher --steps speed
+    python benchmarks/bench_dense_scale.py --sizes 400 --model teacher --steps profile
     python benchmarks/bench_dense_scale.py --sizes 20000 --model light --steps resume
     python benchmarks/bench_dense_scale.py --sizes 4000 --model teacher --steps versus --old-commit baab52f --rounds 3
 """
@@ -48,6 +52,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -229,6 +234,34 @@ def matmul_gflops(threads: int) -> float:
     return 2 * a.shape[0] * 384 * 1536 * repeats / (time.perf_counter() - start) / 1e9
 
 
+def teacher_passages(size: int) -> list[str]:
+    """The first ``size`` passages of :func:`make_collection`'s corpus, in memory."""
+    rng = random.Random(0)
+    sentences = english_sentences()
+    return [" ".join(rng.choice(sentences) for _ in range(rng.randint(3, 5))) for _ in range(size)]
+
+
+def step_profile(size: int, threads: int) -> None:
+    """Where the teacher's encoding time goes with today's defaults: torch operators by their own (self) time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from clir_eval.models.sentence import SentenceEncoder
+
+    passages = teacher_passages(size)
+    model = SentenceEncoder.from_pretrained("minilm-l6")
+    torch.set_num_threads(threads)
+    model.encode(passages[: max(1, size // 8)], role="passage", batch_size=64)  # warm-up: oneDNN prepares kernels
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        model.encode(passages, role="passage", batch_size=64)
+    events = sorted(trace.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
+    total = sum(event.self_cpu_time_total for event in events)
+    print(f"profile {size:,} passages on {threads} threads, {total / 1e6:.1f} s of operator time", flush=True)
+    for event in events[:8]:
+        print(f"profile {event.key:<52} {event.self_cpu_time_total / total:6.1%} in {event.count:5} calls, "
+              f"{event.self_cpu_time_total / event.count / 1e3:7.2f} ms each", flush=True)
+
+
 def step_speed(size: int, threads: int, rounds: int) -> None:
     """Passages/s of the teacher, interleaved: one thread and 64 passages a batch (the old defaults), all cores with
     64 a batch, all cores with the CPU's token budget (today's default), and bf16 where the CPU has it natively."""
@@ -236,9 +269,7 @@ def step_speed(size: int, threads: int, rounds: int) -> None:
 
     from clir_eval.models.sentence import CPU_BATCH_TOKENS, SentenceEncoder
 
-    rng = random.Random(0)
-    sentences = english_sentences()
-    passages = [" ".join(rng.choice(sentences) for _ in range(rng.randint(3, 5))) for _ in range(size)]
+    passages = teacher_passages(size)
     model = SentenceEncoder.from_pretrained("minilm-l6")
     tokens = sum(len(ids) for ids in model.tokenizer(passages, truncation=True,
                                                      max_length=model.config.max_length)["input_ids"])
@@ -250,29 +281,32 @@ def step_speed(size: int, threads: int, rounds: int) -> None:
                 (f"{threads} threads, {CPU_BATCH_TOKENS} tokens", threads, torch.float32, CPU_BATCH_TOKENS)]
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # emulated bf16 is many times slower: not worth the wait
         settings.append((f"{threads} threads bf16", threads, torch.bfloat16, CPU_BATCH_TOKENS))
-    best: dict[str, float] = {}
-    for _ in range(rounds):
+    rates: dict[str, list[float]] = {name: [] for name, *_ in settings}
+    for round_ in range(rounds + 1):
         for name, count, dtype, batch_tokens in settings:
             torch.set_num_threads(count)
             model.to(dtype)
+            # Round 0 only warms up (oneDNN prepares its kernels for each shape once), on a slice: not counted.
+            sample = passages if round_ else passages[: max(1, size // 8)]
             start = time.perf_counter()
-            model.encode(passages, role="passage", batch_size=64, batch_tokens=batch_tokens)
-            best[name] = max(best.get(name, 0.0), size / (time.perf_counter() - start))
+            model.encode(sample, role="passage", batch_size=64, batch_tokens=batch_tokens)
+            if round_:
+                rates[name].append(size / (time.perf_counter() - start))
+    # Medians: on shared 2-core machines one round can be 15 % off, and a best-of would pick the luckiest.
+    median = {name: statistics.median(values) for name, values in rates.items()}
     peak = matmul_gflops(threads)
     print(f"speed  {size:,} passages, {tokens / size:.0f} tokens each; fp32 matmul rate on {threads} threads: "
           f"{peak:.0f} GFLOP/s", flush=True)
     for name, *_ in settings:
-        gflops = best[name] * tokens / size * flops_per_token / 1e9
-        print(f"speed  {name:<26} {best[name]:7.1f} passages/s = "
-              f"{best[name] / best[settings[0][0]]:4.2f}x the old defaults; "
-              f"{gflops:5.1f} GFLOP/s = {gflops / peak:.0%} of the fp32 matmul rate", flush=True)
+        gflops = median[name] * tokens / size * flops_per_token / 1e9
+        print(f"speed  {name:<26} {median[name]:7.1f} passages/s (median of {rounds}; "
+              f"{min(rates[name]):.1f}-{max(rates[name]):.1f}) = {median[name] / median[settings[0][0]]:4.2f}x the old "
+              f"defaults; {gflops:5.1f} GFLOP/s = {gflops / peak:.0%} of the fp32 matmul rate", flush=True)
 
 
 def step_versus(collection: Path, model: str, work: Path, env: dict[str, str], size: int, old_commit: str,
                 rounds: int) -> None:
     """Today's ``clir-eval index dense`` against ``old_commit``'s, each with its defaults, in turn."""
-    import statistics
-
     old_tree = work / f"tree-{old_commit}"
     if not old_tree.is_dir():  # an export of the commit's files (git archive), no worktree to clean up
         old_tree.mkdir(parents=True)
@@ -305,7 +339,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000])
     parser.add_argument("--model", choices=("light", "teacher"), default="light")
     parser.add_argument("--light-layers", type=int, default=0)
-    parser.add_argument("--steps", nargs="+", default=["index"], choices=("index", "resume", "kinds", "speed", "versus"))
+    parser.add_argument("--steps", nargs="+", default=["index"],
+                        choices=("index", "resume", "kinds", "speed", "profile", "versus"))
     parser.add_argument("--old-commit", default="baab52f", help="versus: the commit to compare with (before streaming)")
     parser.add_argument("--factory", nargs="+", default=["IVF1024,SQ8", "IVF1024,PQ64"])
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 64])
@@ -325,6 +360,8 @@ def main() -> None:
         for size in args.sizes:
             if "speed" in args.steps:
                 step_speed(size, args.threads, args.rounds)
+            if "profile" in args.steps:
+                step_profile(size, args.threads)
             collection = make_collection(work_root / f"corpus-{size}", size)
             work = work_root / f"{args.model}-{size}"
             work.mkdir(exist_ok=True)
