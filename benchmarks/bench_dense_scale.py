@@ -22,15 +22,17 @@ Steps (``--steps``):
   English queries at 100 hits; recall@100 against flat's hits and queries/s against flat's, side by side. A refined
   index (``IVF4096,PQ64x4fs,Refine(SQ8)``) is searched at each ``--k-factor`` too (candidates re-scored per hit).
 * ``speed``: encoding passages/s of the teacher, in process: one thread and 64 passages a batch (the old defaults)
-  against all cores with 64 a batch, all cores with the CPU's token budget (today's default) and, on a CPU with native
-  bf16, bf16; interleaved ``--rounds`` times after a warm-up round, the median passages/s of each printed with its
-  range, and the machine's fp32 matmul rate measured in the same run with the share of it reached.
+  against all cores with 64 a batch, all cores with the CPU's token budget (today's default), the same through
+  OpenVINO (``--backend openvino``, when installed) and, on a CPU with native bf16, bf16; interleaved ``--rounds``
+  times after a warm-up round, the median passages/s of each printed with its range, and the machine's fp32 matmul
+  rate measured in the same run with the share of it reached.
 * ``profile``: where the teacher's encoding time goes with today's defaults (torch profiler, self time by
   operator: the linear layers' matrix products, attention, GELU, ...), after a warm-up.
 * ``versus``: the whole ``clir-eval index dense`` command, defaults only, against the same command of an earlier
-  commit (``--old-commit``, its files exported under the work folder) and against today's with the CPU's token
-  budget lifted (64 passages a batch whatever their length), interleaved ``--rounds`` times; prints the median wall
-  seconds of each and its ratio to the old command.
+  commit (``--old-commit``, its files exported under the work folder), against today's with the CPU's token
+  budget lifted (64 passages a batch whatever their length) and today's with ``--backend openvino`` (when
+  installed), interleaved ``--rounds`` times; prints the median wall seconds of each and its ratio to the old
+  command.
 
 Usage::
 
@@ -264,9 +266,11 @@ def step_profile(size: int, threads: int) -> None:
 
 def step_speed(size: int, threads: int, rounds: int) -> None:
     """Passages/s of the teacher, interleaved: one thread and 64 passages a batch (the old defaults), all cores with
-    64 a batch, all cores with the CPU's token budget (today's default), and bf16 where the CPU has it natively."""
+    64 a batch, all cores with the CPU's token budget (today's default), the same through OpenVINO, and bf16 where
+    the CPU has it natively."""
     import torch
 
+    from clir_eval.models.openvino_backbone import OpenVINOBackbone, openvino_missing
     from clir_eval.models.sentence import CPU_BATCH_TOKENS, SentenceEncoder
 
     passages = teacher_passages(size)
@@ -276,20 +280,23 @@ def step_speed(size: int, threads: int, rounds: int) -> None:
     # Multiply-adds of the six layers per token (QKV, output, two FFN matrices), attention scores left out.
     flops_per_token = 2 * 6 * (4 * 384 * 384 + 2 * 384 * 1536)
     uncapped = 10**9
-    settings = [("1 thread, 64 a batch", 1, torch.float32, uncapped),
-                (f"{threads} threads, 64 a batch", threads, torch.float32, uncapped),
-                (f"{threads} threads, {CPU_BATCH_TOKENS} tokens", threads, torch.float32, CPU_BATCH_TOKENS)]
+    settings = [("1 thread, 64 a batch", 1, torch.float32, uncapped, None),
+                (f"{threads} threads, 64 a batch", threads, torch.float32, uncapped, None),
+                (f"{threads} threads, {CPU_BATCH_TOKENS} tokens", threads, torch.float32, CPU_BATCH_TOKENS, None)]
+    if openvino_missing() is None:
+        settings.append((f"{threads} threads, OpenVINO", threads, torch.float32, CPU_BATCH_TOKENS,
+                         OpenVINOBackbone(model, threads)))
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # emulated bf16 is many times slower: not worth the wait
-        settings.append((f"{threads} threads bf16", threads, torch.bfloat16, CPU_BATCH_TOKENS))
+        settings.append((f"{threads} threads bf16", threads, torch.bfloat16, CPU_BATCH_TOKENS, None))
     rates: dict[str, list[float]] = {name: [] for name, *_ in settings}
     for round_ in range(rounds + 1):
-        for name, count, dtype, batch_tokens in settings:
+        for name, count, dtype, batch_tokens, runner in settings:
             torch.set_num_threads(count)
             model.to(dtype)
             # Round 0 only warms up (oneDNN prepares its kernels for each shape once), on a slice: not counted.
             sample = passages if round_ else passages[: max(1, size // 8)]
             start = time.perf_counter()
-            model.encode(sample, role="passage", batch_size=64, batch_tokens=batch_tokens)
+            model.encode(sample, role="passage", batch_size=64, batch_tokens=batch_tokens, runner=runner)
             if round_:
                 rates[name].append(size / (time.perf_counter() - start))
     # Medians: on shared 2-core machines one round can be 15 % off, and a best-of would pick the luckiest.
@@ -320,6 +327,11 @@ def step_versus(collection: Path, model: str, work: Path, env: dict[str, str], s
                 "today, 64 a batch": (index_command(collection, model, work / "versus-today", "--batch-tokens",
                                                     str(10**9)), env),
                 old_commit: ([*old_cli, *index_command(collection, model, work / "versus-old")[len(CLI):]], env)}
+    from clir_eval.models.openvino_backbone import openvino_missing
+
+    if openvino_missing() is None:
+        commands["today, OpenVINO"] = (index_command(collection, model, work / "versus-today", "--backend",
+                                                     "openvino"), env)
     seconds: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(rounds):
         for name, (command, command_env) in commands.items():

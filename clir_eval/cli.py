@@ -682,6 +682,8 @@ def index_dense(
     device: str = typer.Option(None, "--device", help="cpu | cuda | cuda:N (default: the launcher's device, "
                                                       "else cuda when there is one, else cpu)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (half precision on GPUs)."),
+    backend: str = typer.Option("torch", "--backend", help="torch | openvino (CPU, fp32: several batches at once; "
+                                                           "pip install 'clir-eval[openvino]')."),
 ) -> None:
     """Encode the corpus into a Pyserini-layout Faiss index (``index`` + ``docid``), streaming and resumable.
 
@@ -714,10 +716,11 @@ def index_dense(
         from clir_eval.launcher import default_device, launcher_part, set_threads
         from clir_eval.models.pyserini_adapters import DocumentEncoder
 
-        set_threads(threads)
+        count = set_threads(threads)
         part, barrier, launcher_device = launcher_part()
-        encoder = DocumentEncoder(model, batch_size, device or launcher_device or default_device(), precision,
-                                  batch_tokens)
+        # A bad --backend, or openvino with a GPU or half precision, is refused before the model loads.
+        device = device or ("cpu" if backend == "openvino" else launcher_device or default_device())
+        encoder = DocumentEncoder(model, batch_size, device, precision, batch_tokens, backend=backend, threads=count)
         sha = sha256_tree(coll.corpus_path)
         size = count_corpus_lines(coll.corpus_path)
         if shard_id is not None:

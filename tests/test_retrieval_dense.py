@@ -333,3 +333,41 @@ def test_k_factor_lets_a_refined_pq_index_re_score_its_way_to_exact_hits():
 
     assert recall(1) < 0.5
     assert recall(4) < recall(20) < recall(100) == 1.0
+
+
+def test_the_openvino_backend_encodes_the_torch_vectors_with_several_batches_at_once(tmp_path, tiny_bert_dir):
+    """``index dense --backend openvino`` runs the backbone through OpenVINO, several batches at a time: the index
+    holds torch's vectors to float32 rounding, in the same order; a setting it cannot honour is one ``error:`` line
+    before anything is read or written."""
+    pytest.importorskip("openvino")
+    from clir_eval.models.pyserini_adapters import DocumentEncoder
+
+    encoder = DocumentEncoder(str(tiny_bert_dir), batch_size=3, backend="openvino", threads=2)
+    ran: list[int] = []
+    last_hidden_state = encoder.runner.last_hidden_state
+    encoder.runner.last_hidden_state = lambda inputs: ran.append(len(inputs["input_ids"])) or last_hidden_state(inputs)
+    encoder.runner.streams = 2
+    texts = [doc.contents for doc in DOCS]
+    torch_vectors = DocumentEncoder(str(tiny_bert_dir), batch_size=3).encode(texts)
+    np.testing.assert_allclose(encoder.encode(texts), torch_vectors, atol=1e-5)
+    assert sorted(ran, reverse=True) == [3, 3, 3, 3, 2]  # every batch went through OpenVINO
+
+    collection = _tiny_collection(tmp_path / "coll")
+    command = [sys.executable, "-m", "clir_eval", "index", "dense", "--collection", str(collection), "--model",
+               str(tiny_bert_dir), "--chunk-size", "5", "--threads", "2"]
+    for backend in ("torch", "openvino"):
+        done = subprocess.run([*command, "--backend", backend, "--out", str(tmp_path / backend)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    vectors_ov, ids_ov = dense.read_vectors(tmp_path / "openvino")
+    vectors_torch, ids_torch = dense.read_vectors(tmp_path / "torch")
+    assert ids_ov == ids_torch == [d.docid for d in DOCS]
+    np.testing.assert_allclose(vectors_ov, vectors_torch, atol=1e-5)
+
+    for wrong, message in ((["--backend", "openvino", "--precision", "bf16"], "the openvino backend runs on a CPU "
+                                                                              "in fp32, not on cpu in bf16"),
+                           (["--backend", "onnx"], "backend must be one of torch, openvino, got 'onnx'")):
+        refused = subprocess.run([*command, *wrong, "--out", str(tmp_path / "no")], capture_output=True, text=True,
+                                 timeout=300)
+        assert refused.returncode == 2 and refused.stderr.strip() == f"error: {message}", refused.stderr[-2000:]
+        assert not (tmp_path / "no").exists() and not (tmp_path / "no.vectors").exists()

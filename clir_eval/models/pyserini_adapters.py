@@ -48,13 +48,24 @@ class DocumentEncoder:
 
     ``precision`` ``bf16``/``fp16`` casts the weights for inference (GPUs; a CPU without native bf16 emulates it
     slowly); embeddings come back as float32 either way. ``batch_tokens`` caps a batch's padded tokens (None: the
-    encoder's default for its device, :data:`~clir_eval.models.sentence.CPU_BATCH_TOKENS` on a CPU).
+    encoder's default for its device, :data:`~clir_eval.models.sentence.CPU_BATCH_TOKENS` on a CPU). ``backend``
+    ``openvino`` runs the backbone through OpenVINO (CPU, fp32; :mod:`clir_eval.models.openvino_backbone`) on
+    ``threads`` threads (None: all cores).
     """
 
     def __init__(self, model: SentenceEncoder | str, batch_size: int = 64, device: str | None = None,
-                 precision: str = "fp32", batch_tokens: int | None = None) -> None:
+                 precision: str = "fp32", batch_tokens: int | None = None, backend: str = "torch",
+                 threads: int | None = None) -> None:
+        from clir_eval.models.openvino_backbone import BACKENDS, OpenVINOBackbone, openvino_missing
+
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "openvino" and (precision != "fp32" or (device or "cpu") != "cpu"):
+            raise ValueError(f"the openvino backend runs on a CPU in fp32, not on {device or 'cpu'} in {precision}")
+        if backend == "openvino" and openvino_missing():
+            raise ValueError(openvino_missing())
         self.model = _as_encoder(model, device)
         if precision != "fp32":
             import torch
@@ -62,11 +73,12 @@ class DocumentEncoder:
             self.model.to(getattr(torch, PRECISIONS[precision]))
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
+        self.runner = OpenVINOBackbone(self.model, threads) if backend == "openvino" else None
 
     def encode(self, texts: list[str], titles: list[str] | None = None, **kwargs: Any) -> np.ndarray:
         """Documents -> float32 ``(n, d)``."""
         if titles is not None:
             texts = [f"{t} {x}".strip() for t, x in zip(titles, texts, strict=True)]
         return self.model.encode(list(texts), role="passage", batch_size=self.batch_size,
-                                 batch_tokens=self.batch_tokens,
+                                 batch_tokens=self.batch_tokens, runner=self.runner,
                                  show_progress=bool(kwargs.get("show_progress", False)))

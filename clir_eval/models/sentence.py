@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -245,14 +246,18 @@ class SentenceEncoder(nn.Module):
     @torch.inference_mode()
     def encode(
         self, texts: list[str], role: Role = "query", batch_size: int = 32, show_progress: bool = False,
-        batch_tokens: int | None = None,
+        batch_tokens: int | None = None, runner: Any = None,
     ) -> np.ndarray:
         """Embed texts in length-sorted batches (little padding); returns float32 ``(n, dim)`` in input order.
 
         A batch holds at most ``batch_size`` texts and at most ``batch_tokens`` padded tokens (default: on a CPU
         :data:`CPU_BATCH_TOKENS`, elsewhere no cap), so batches of long texts hold fewer of them.
 
-        Only one batch of token states is alive at a time. Encoders alive in this process (or seen
+        ``runner`` runs the backbone on a padded batch instead of torch (``last_hidden_state(inputs)``, and
+        ``streams``: how many batches it runs at once, from as many threads), e.g.
+        :class:`~clir_eval.models.openvino_backbone.OpenVINOBackbone`.
+
+        Only one batch of token states per stream is alive at a time. Encoders alive in this process (or seen
         encoding before) whose lower layers are identical to this one's share those layers' states
         through :mod:`clir_eval.models.trunk`: the results are byte-identical to a separate run.
         """
@@ -269,24 +274,38 @@ class SentenceEncoder(nn.Module):
         if batch_tokens is None and self.device.type == "cpu":
             batch_tokens = CPU_BATCH_TOKENS
         batches = _length_batches([len(encoded["input_ids"][i]) for i in order], batch_size, batch_tokens)
-        if show_progress:
-            from rich.progress import track
-
-            batches = track(batches, description=f"encoding {len(texts)} {role} texts", transient=True)
         try:
-            trunk = trunk_plan(self)  # after eval(): dropout off is what makes states shareable
-            for start, stop in batches:
-                idx = order[start:stop]
-                batch = self.tokenizer.pad(
-                    {k: [encoded[k][i] for i in idx] for k in encoded.keys()}, return_tensors="pt",
-                    pad_to_multiple_of=PAD_MULTIPLE,
-                )
-                inputs = self.model_inputs(dict(batch))
-                last = trunk.last_hidden_state(inputs)
-                if self.projection is not None:
-                    last = self.projection(last)
-                emb = self._sentence_embedding(last, inputs["attention_mask"])
-                out[idx] = emb.float().cpu().numpy()
+            if runner is None:
+                runner = trunk_plan(self)  # after eval(): dropout off is what makes states shareable
+            streams = max(1, min(int(getattr(runner, "streams", 1)), len(batches)))
+
+            def encode_batch(span: tuple[int, int]) -> None:
+                with torch.inference_mode():  # thread-local: a stream's thread needs its own
+                    idx = order[span[0]:span[1]]
+                    batch = self.tokenizer.pad(
+                        {k: [encoded[k][i] for i in idx] for k in encoded.keys()}, return_tensors="pt",
+                        pad_to_multiple_of=PAD_MULTIPLE,
+                    )
+                    inputs = self.model_inputs(dict(batch))
+                    last = runner.last_hidden_state(inputs)
+                    if self.projection is not None:
+                        last = self.projection(last)
+                    emb = self._sentence_embedding(last, inputs["attention_mask"])
+                    out[idx] = emb.float().cpu().numpy()
+
+            pool = ThreadPoolExecutor(streams, thread_name_prefix="encode") if streams > 1 else None
+            try:
+                done = pool.map(encode_batch, batches) if pool is not None else map(encode_batch, batches)
+                if show_progress:
+                    from rich.progress import track
+
+                    done = track(done, total=len(batches), description=f"encoding {len(texts)} {role} texts",
+                                 transient=True)
+                for _ in done:
+                    pass
+            finally:
+                if pool is not None:
+                    pool.shutdown(cancel_futures=True)  # after a failed batch, the ones not started are dropped
         finally:
             self.train(was_training)
         return out
