@@ -536,6 +536,8 @@ def search_command(
     ef_search: int = typer.Option(128, "--ef-search", help="Dense systems: HNSW search beam."),
     k_factor: int = typer.Option(4, "--k-factor", help="Dense systems: candidates per hit that a refined index "
                                                        "(...,Refine(SQ8)) re-scores."),
+    backend: str = typer.Option("torch", "--backend", help="Dense systems: what encodes the documents when the index "
+                                                           "is built: torch | openvino (CPU, fp32)."),
 ) -> None:
     """Write one TREC run of SYSTEM for the LANG topics of a collection (indexes built once and cached)."""
     import os
@@ -564,7 +566,7 @@ def search_command(
     spec = parse_system(system)
     coll = load_collection(collection)
     dense_index = DenseIndexConfig(factory=factory, nprobe=nprobe, hnsw_ef_search=ef_search,
-                                   refine_k_factor=k_factor)
+                                   refine_k_factor=k_factor, backend=backend)
     options = SystemOptions(
         teacher=teacher, bm25=Bm25Config(k1=k1, b=b, threads=threads),
         search_threads=threads or os.cpu_count() or 1, show_progress=True,
@@ -708,7 +710,7 @@ def index_dense(
     config = DenseIndexConfig(kind=kind, factory=factory, batch_size=batch_size, batch_tokens=batch_tokens,
                               chunk_size=chunk_size,
                               build_threads=threads, keep_vectors=keep_vectors,
-                              vectors=None if vectors is None else str(vectors))
+                              vectors=None if vectors is None else str(vectors), backend=backend)
     target = check_output_path(out or default_index_dirs(coll).dense_for(model), directory=True)
     if merge:
         info = finalize_dense_index(target, config, encoded_by=shard_num or 1)

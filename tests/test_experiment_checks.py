@@ -88,3 +88,21 @@ dense_index: {{factory: "IVF2,PQ5", nprobe: 2}}
     with pytest.raises(ConfigError, match=r"dense_index: unknown key\(s\) \['nprobes'\]"):
         _load(tmp_path, study.replace("IVF2,PQ5", "IVF2,PQ4").replace("nprobe:", "nprobes:"))
     assert _load(tmp_path, study.replace("IVF2,PQ5", "IVF2,PQ4")).dense_index == {"factory": "IVF2,PQ4", "nprobe": 2}
+
+
+def test_a_dense_index_backend_that_cannot_run_is_refused_at_load_naming_its_key(tmp_path, monkeypatch):
+    """An unknown backend, or openvino where its package is missing, fails when the config loads, not when the
+    index is built after the students have trained."""
+    from clir_eval.models import openvino_backbone
+
+    study = """name: t
+collections: [{name: ntrex, languages: [sw]}]
+systems: [teacher]
+dense_index: {backend: onnx}
+"""
+    with pytest.raises(ConfigError, match=r"dense_index.*backend must be one of torch, openvino, got 'onnx'"):
+        _load(tmp_path, study)
+    monkeypatch.setattr(openvino_backbone, "openvino_missing", lambda: "the openvino backend needs the openvino package")
+    with pytest.raises(ConfigError, match=r"dense_index.backend: the openvino backend needs the openvino package"):
+        _load(tmp_path, study.replace("onnx", "openvino"))
+    assert _load(tmp_path, study.replace("onnx", "torch")).dense_index == {"backend": "torch"}

@@ -155,6 +155,16 @@ def test_a_dense_index_setting_searches_its_own_index_beside_flat(study):
         assert ranked("out-ivf", system) == ranked("out", system)
 
 
+def test_switching_the_encoding_backend_searches_nothing_again(study):
+    """Both backends build the same index (vectors equal to float32 rounding) and either reuses the other's, so the
+    backend is not an input of a run: a study switched to openvino finds every step cached."""
+    config, root, _ = study
+    switched = replace(config, dense_index={"backend": "openvino"}, output_dir=str(root / "out-openvino"))
+    result = run_study(switched, cache_root=root / "cache")
+    assert [record.name for record in result.steps if not record.cached] == []
+    assert any(record.name == "runs/ntrex-sw-teacher" for record in result.steps)
+
+
 def test_the_oracles_are_searched_once_for_languages_with_the_same_qids(study, tmp_path):
     """The oracles read the human English topics: ha's oracle runs are sw's (same qids), not computed again,
     and they are what searching ha on its own gives."""

@@ -184,6 +184,42 @@ def test_search_factory_builds_its_own_index_beside_flat_and_a_bad_one_fails_bef
     assert not any("PQ5" in p.name for p in (cache / "dense").iterdir())
 
 
+def test_search_backend_openvino_builds_the_index_through_openvino_with_torchs_ranking(tiny_world, tmp_path,
+                                                                                      monkeypatch):
+    """``search --backend openvino`` (a study's ``dense_index: {backend: openvino}``) encodes the documents through
+    OpenVINO when it builds the index, and ranks as torch's index does; an index already built is reused by either
+    backend, with no conversion."""
+    pytest.importorskip("openvino")
+    from typer.testing import CliRunner
+
+    from clir_eval.cli import app
+    from clir_eval.models.openvino_backbone import OpenVINOBackbone
+
+    converted: list[int] = []
+    original = OpenVINOBackbone.__init__
+    monkeypatch.setattr(OpenVINOBackbone, "__init__",
+                        lambda self, *args, **kwargs: converted.append(1) or original(self, *args, **kwargs))
+    batches: list[int] = []
+    run_batch = OpenVINOBackbone.last_hidden_state
+    monkeypatch.setattr(OpenVINOBackbone, "last_hidden_state",
+                        lambda self, inputs: batches.append(len(inputs["input_ids"])) or run_batch(self, inputs))
+
+    def search(cache: Path, *extra: str) -> list[tuple[str, str]]:
+        out = cache / f"{len(extra)}-{len(converted)}.run"
+        result = CliRunner().invoke(app, ["search", "--system", "teacher", "--teacher", str(tiny_world["teacher"]),
+                                          "--collection", str(tiny_world["collection"]), "--lang", "en", "--hits", "4",
+                                          "--index-dir", str(cache), "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        return [(line.split()[0], line.split()[2]) for line in out.read_text().splitlines()]
+
+    torch_ranking = search(tmp_path / "torch")
+    assert converted == [] and batches == []
+    assert search(tmp_path / "openvino", "--backend", "openvino") == torch_ranking
+    assert converted == [1] and sum(batches) == len(ENGLISH_DOCS)  # every document went through OpenVINO, once
+    assert search(tmp_path / "torch", "--backend", "openvino") == torch_ranking
+    assert converted == [1]  # the torch-built index was reused: nothing converted, nothing encoded
+
+
 def test_psq_leakage_policy(tiny_world, monkeypatch):
     from clir_eval.collections.leakage import LeakageError
     from clir_eval.collections.registry import load_collection

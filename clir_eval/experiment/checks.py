@@ -211,6 +211,12 @@ class _Checker:
         except ConfigError as exc:  # one problem a line, each naming its key
             self.problems += [("", line) for line in exc.errors]
             return
+        if index.backend == "openvino":
+            from clir_eval.models.openvino_backbone import openvino_missing
+
+            missing = openvino_missing()
+            if missing:
+                self.problems.append(("dense_index.backend", missing))
         if index.factory is None or self.problems:
             return  # flat needs no check; and reading the teacher may convert it, which a bad config must not do
         dim = _model_dim(config.teacher)

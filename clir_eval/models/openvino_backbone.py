@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
+# Configs name a backend (retrieval.dense.DenseIndexConfig); checking the name must not import torch.
 BACKENDS = ("torch", "openvino")
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -34,6 +36,7 @@ class OpenVINOBackbone:
 
     def __init__(self, encoder: Any, threads: int | None = None) -> None:
         import openvino as ov
+        import torch
         from transformers.utils import logging as transformers_logging
 
         example = encoder.model_inputs(dict(encoder.tokenize(["an example", "a second, longer example"], "passage")))
@@ -47,6 +50,7 @@ class OpenVINOBackbone:
                 # masked path is the one traced.
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch on jit.trace, which the conversion calls
                 model = ov.convert_model(encoder.backbone, example_input={k: example[k] for k in self._names})
         finally:
             transformers_logging.set_verbosity(verbosity)
@@ -57,10 +61,11 @@ class OpenVINOBackbone:
         self._output = self.compiled.output(0)  # BERT-shaped models return last_hidden_state first
         self.streams = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self._local = threading.local()
+        self._from_numpy = torch.from_numpy
 
     def last_hidden_state(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
         result = request.infer({name: inputs[name].numpy() for name in self._names})
-        return torch.from_numpy(result[self._output].copy())  # the request reuses its output buffer
+        return self._from_numpy(result[self._output].copy())  # the request reuses its output buffer

@@ -7,12 +7,15 @@ fits Pyserini's encoding loop. Importing this module does not import pyserini or
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from clir_eval.models.held import load_encoder
 from clir_eval.models.sentence import SentenceEncoder
+
+if TYPE_CHECKING:
+    from clir_eval.models.openvino_backbone import OpenVINOBackbone
 
 
 def _as_encoder(model: SentenceEncoder | str, device: str | None) -> SentenceEncoder:
@@ -56,7 +59,7 @@ class DocumentEncoder:
     def __init__(self, model: SentenceEncoder | str, batch_size: int = 64, device: str | None = None,
                  precision: str = "fp32", batch_tokens: int | None = None, backend: str = "torch",
                  threads: int | None = None) -> None:
-        from clir_eval.models.openvino_backbone import BACKENDS, OpenVINOBackbone, openvino_missing
+        from clir_eval.models.openvino_backbone import BACKENDS, openvino_missing
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -64,16 +67,31 @@ class DocumentEncoder:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if backend == "openvino" and (precision != "fp32" or (device or "cpu") != "cpu"):
             raise ValueError(f"the openvino backend runs on a CPU in fp32, not on {device or 'cpu'} in {precision}")
-        if backend == "openvino" and openvino_missing():
-            raise ValueError(openvino_missing())
+        missing = openvino_missing() if backend == "openvino" else None
+        if missing:
+            raise ValueError(missing)
         self.model = _as_encoder(model, device)
+        if backend == "openvino" and self.model.device.type != "cpu":  # a study's held model may sit on a GPU
+            raise ValueError(f"the openvino backend runs on a CPU in fp32, not on {self.model.device} in {precision}")
         if precision != "fp32":
             import torch
 
             self.model.to(getattr(torch, PRECISIONS[precision]))
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens
-        self.runner = OpenVINOBackbone(self.model, threads) if backend == "openvino" else None
+        self.backend = backend
+        self._threads = threads
+        self._runner: OpenVINOBackbone | None = None
+
+    @property
+    def runner(self) -> Any:
+        """What runs the backbone (None: torch). OpenVINO converts the model on first use, not here: a study
+        makes a document encoder for an index it may then find already built."""
+        if self.backend == "openvino" and self._runner is None:
+            from clir_eval.models.openvino_backbone import OpenVINOBackbone
+
+            self._runner = OpenVINOBackbone(self.model, self._threads)
+        return self._runner
 
     def encode(self, texts: list[str], titles: list[str] | None = None, **kwargs: Any) -> np.ndarray:
         """Documents -> float32 ``(n, d)``."""

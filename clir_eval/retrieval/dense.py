@@ -81,6 +81,9 @@ class DenseIndexConfig:
             encoding without encoding again).
         vectors: where the encoded chunks live (default ``<index_dir>.vectors``); point another index's build
             at a kept encoding to build it without encoding again.
+        backend: what runs the document encoder when the index is built: ``"torch"``, or ``"openvino"`` (CPU,
+            fp32, several batches at once; the ``openvino`` extra). Both give the same vectors to float32 rounding,
+            so the backend is not part of the index's identity: an index built by one is reused by the other.
     """
 
     kind: str = "flat"
@@ -98,8 +101,13 @@ class DenseIndexConfig:
     build_threads: int = 0
     keep_vectors: bool = False
     vectors: str | None = None
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
+        from clir_eval.models.openvino_backbone import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.factory is None and self.kind not in INDEX_KINDS:
             raise ValueError(f"index kind must be one of {INDEX_KINDS} (or give a Faiss factory string), "
                              f"got {self.kind!r}")
@@ -290,7 +298,8 @@ def encode_corpus(
     if encoder is None:
         from clir_eval.models.pyserini_adapters import DocumentEncoder
 
-        encoder = DocumentEncoder(model, batch_size=config.batch_size, batch_tokens=config.batch_tokens)
+        encoder = DocumentEncoder(model, batch_size=config.batch_size, batch_tokens=config.batch_tokens,
+                                  backend=config.backend)
     store = VectorChunks(vectors_dir(index_dir, config), _store_key(corpus_sha256, describe_model(model), config.chunk_size))
     store.open()
     from clir_eval.progress import progress
@@ -425,7 +434,8 @@ def build_dense_index(
     if encoder is None:
         from clir_eval.models.pyserini_adapters import DocumentEncoder
 
-        encoder = DocumentEncoder(model, batch_size=config.batch_size, batch_tokens=config.batch_tokens)
+        encoder = DocumentEncoder(model, batch_size=config.batch_size, batch_tokens=config.batch_tokens,
+                                  backend=config.backend)
     dim = _encoder_dim(encoder)
     if dim is not None:  # a bad factory string costs no encoding (else it fails once the vectors are on disk)
         from clir_eval.retrieval.faiss_index import check_factory

@@ -362,7 +362,7 @@ def _dense_hits(spec: SystemSpec, collection: "Collection", topics: list[Topic],
     # The same model on both sides is loaded once; otherwise build_dense_index loads the document encoder
     # only if the index has to be (re)built.
     doc_encoder = (DocumentEncoder(query_encoder.model, batch_size=options.dense_index.batch_size,
-                                   batch_tokens=options.dense_index.batch_tokens)
+                                   batch_tokens=options.dense_index.batch_tokens, backend=options.dense_index.backend)
                    if doc_model == query_name else None)
     info = build_dense_index(collection.documents(), doc_model, indexes.dense_for(doc_model, options.dense_index),
                              options.dense_index, encoder=doc_encoder, show_progress=options.show_progress,
