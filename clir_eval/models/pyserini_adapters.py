@@ -71,7 +71,7 @@ class DocumentEncoder:
         if missing:
             raise ValueError(missing)
         self.model = _as_encoder(model, device)
-        if backend == "openvino" and self.model.device.type != "cpu":  # a study's held model may sit on a GPU
+        if backend == "openvino" and self.model.device.type != "cpu":  # an encoder passed in may sit on a GPU
             raise ValueError(f"the openvino backend runs on a CPU in fp32, not on {self.model.device} in {precision}")
         if precision != "fp32":
             import torch
