@@ -37,8 +37,9 @@ def main() -> None:
     from clir_eval.models.pyserini_adapters import DocumentEncoder
     from clir_eval.models.sentence import SentenceEncoder
 
-    if openvino_missing():
-        raise SystemExit(f"error: {openvino_missing()}")
+    missing = openvino_missing()
+    if missing:
+        raise SystemExit(f"error: {missing}")
     texts = [doc.contents for doc in itertools.islice(load_collection(args.collection).documents(), args.docs)]
     model = SentenceEncoder.from_pretrained(args.model)
     tokens = int(model.tokenize(texts, "passage")["attention_mask"].sum())

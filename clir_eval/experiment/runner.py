@@ -351,8 +351,8 @@ class StudyRunner:
             settings.pop("fusion")  # only the hybrid reads it: a new hybrid component must not redo every run
             if parse_system(spec).family != "dense":
                 settings.pop("dense_index")  # nor does BM25 read the Faiss index: another one must not redo it
-        if "dense_index" in settings:  # both backends build the same index, reused by either: not a run's input
-            settings["dense_index"].pop("backend")
+        if "dense_index" in settings:
+            settings["dense_index"] = options.dense_index.run_settings()
         common = {"version": STEP_VERSION, "spec": spec, "collection": collection.name, "split": split,
                   "hits": self.config.hits, "options": settings, "tag": system}
         if parse_system(spec).upper_bound and collection.oracle_lang:

@@ -21,6 +21,12 @@ BACKENDS = ("torch", "openvino")
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+def check_backend(backend: str) -> None:
+    """Raise ``ValueError`` unless ``backend`` names one of :data:`BACKENDS`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
 def openvino_missing() -> str | None:
     """Why the openvino backend cannot run here, or None when it can."""
     import importlib.util

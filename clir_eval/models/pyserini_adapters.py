@@ -59,12 +59,11 @@ class DocumentEncoder:
     def __init__(self, model: SentenceEncoder | str, batch_size: int = 64, device: str | None = None,
                  precision: str = "fp32", batch_tokens: int | None = None, backend: str = "torch",
                  threads: int | None = None) -> None:
-        from clir_eval.models.openvino_backbone import BACKENDS, openvino_missing
+        from clir_eval.models.openvino_backbone import check_backend, openvino_missing
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        check_backend(backend)
         if backend == "openvino" and (precision != "fp32" or (device or "cpu") != "cpu"):
             raise ValueError(f"the openvino backend runs on a CPU in fp32, not on {device or 'cpu'} in {precision}")
         missing = openvino_missing() if backend == "openvino" else None

@@ -104,10 +104,9 @@ class DenseIndexConfig:
     backend: str = "torch"
 
     def __post_init__(self) -> None:
-        from clir_eval.models.openvino_backbone import BACKENDS
+        from clir_eval.models.openvino_backbone import check_backend
 
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        check_backend(self.backend)
         if self.factory is None and self.kind not in INDEX_KINDS:
             raise ValueError(f"index kind must be one of {INDEX_KINDS} (or give a Faiss factory string), "
                              f"got {self.kind!r}")
@@ -134,6 +133,11 @@ class DenseIndexConfig:
     @property
     def threads(self) -> int:
         return self.build_threads or os.cpu_count() or 1
+
+    def run_settings(self) -> dict[str, Any]:
+        """Every setting but those that cannot change a search's hits, for a cached run's key: the backend is left
+        out, since both build the same index (to float32 rounding) and either reuses the other's."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "backend"}
 
     def index_params(self) -> dict[str, Any]:
         """The settings that change the index contents (batch size, threads and search knobs do not)."""
